@@ -1,0 +1,477 @@
+//! Backoff schedules and jitter: how long to wait before each retry.
+//!
+//! A retry that comes back at once hits a service that has not recovered yet,
+//! and a thousand clients that all wait exactly 1 s, 2 s, 4 s come back *together*:
+//! the thundering herd that turns a blip into an outage. So delays grow
+//! (exponentially by default) and are spread out by jitter. The default is
+//! [`Jitter::Full`], the choice the AWS Architecture Blog's "Exponential Backoff
+//! And Jitter" study found to need the fewest calls; `benches/` re-runs that study
+//! with this very type.
+//!
+//! A [`Backoff`] is a pure, seeded schedule: [`Backoff::delays`] yields the delays
+//! of a call's retries from a seed, with no runtime and no clock, so a schedule is
+//! tested by asserting it. Every delay, jittered or not, is at most
+//! [`max_delay`](Backoff::max_delay): jitter is applied *before* the cap (several
+//! Rust peers add it after, so their delays exceed the cap).
+//!
+//! | jitter | delay of retry `k` (with `d` = the capped delay of the schedule) |
+//! | --- | --- |
+//! | [`Jitter::None`] | `d` |
+//! | [`Jitter::Full`] | uniform in `[0, d]` |
+//! | [`Jitter::Equal`] | `d/2 +` uniform in `[0, d/2]` |
+//! | [`Jitter::Decorrelated`] | `min(max_delay, uniform in [base, 3 × previous])`, the first retry's previous delay being `base` |
+//!
+//! # Examples
+//!
+//! The seed service's schedule, 1 s → 2 s → 4 s, without jitter:
+//!
+//! ```
+//! use std::time::Duration;
+//! use safecall::{Backoff, Jitter};
+//!
+//! let backoff = Backoff::exponential(Duration::from_secs(1))
+//!     .factor(2.0)
+//!     .max_delay(Duration::from_secs(30))
+//!     .jitter(Jitter::None);
+//! let delays: Vec<_> = backoff.delays(0).take(3).collect();
+//! assert_eq!(delays, [1, 2, 4].map(Duration::from_secs));
+//!
+//! // With the default jitter every delay stays within [0, the schedule's delay].
+//! let jittered = Backoff::exponential(Duration::from_secs(1));
+//! for (k, d) in jittered.delays(42).take(10).enumerate() {
+//!     assert!(d <= Duration::from_secs(1 << k).min(Duration::from_secs(30)));
+//! }
+//! ```
+
+use std::time::Duration;
+
+use crate::ConfigError;
+
+/// How a delay is spread out at random, so that many clients do not retry in
+/// lockstep.
+///
+/// See the [module documentation](self) for the formulas.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Jitter {
+    /// No randomness: the schedule's delay exactly.
+    None,
+    /// Uniform in `[0, d]`. The default.
+    #[default]
+    Full,
+    /// `d/2 +` uniform in `[0, d/2]`: never less than half the delay.
+    Equal,
+    /// `min(max_delay, uniform in [base, 3 × previous delay])`: each delay grows
+    /// from the previous one at random, independently of the attempt number.
+    Decorrelated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Growth {
+    Constant,
+    Linear,
+    Exponential,
+    Fibonacci,
+}
+
+/// A schedule of delays between attempts, with jitter.
+///
+/// Built with [`Backoff::exponential`], [`Backoff::constant`], [`Backoff::linear`]
+/// or [`Backoff::fibonacci`], then tuned with [`factor`](Backoff::factor),
+/// [`max_delay`](Backoff::max_delay) and [`jitter`](Backoff::jitter). Invalid values
+/// (a factor below 1 or not finite, a zero base for a growing schedule, a cap below
+/// the base) are refused with a [`ConfigError`] when the policy is built, never
+/// clamped.
+///
+/// # Default
+///
+/// `Backoff::default()` is `exponential(1 s)`, factor 2, capped at 30 s, with
+/// [`Jitter::Full`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    growth: Growth,
+    base: Duration,
+    factor: f64,
+    max_delay: Duration,
+    jitter: Jitter,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::exponential(Duration::from_secs(1))
+    }
+}
+
+const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30);
+
+impl Backoff {
+    /// `base × factor^(k-1)` before retry `k`: `base`, `2 × base`, `4 × base`, ...
+    /// with the default factor 2, capped at 30 s unless
+    /// [`max_delay`](Backoff::max_delay) says otherwise, jittered with
+    /// [`Jitter::Full`] unless [`jitter`](Backoff::jitter) says otherwise.
+    #[must_use]
+    pub fn exponential(base: Duration) -> Self {
+        Self::with_growth(Growth::Exponential, base)
+    }
+
+    /// The same delay before every retry. A zero delay retries at once, without
+    /// touching the timer. Not jittered unless [`jitter`](Backoff::jitter) says so.
+    #[must_use]
+    pub fn constant(delay: Duration) -> Self {
+        Self {
+            jitter: Jitter::None,
+            max_delay: delay.max(DEFAULT_MAX_DELAY),
+            ..Self::with_growth(Growth::Constant, delay)
+        }
+    }
+
+    /// `k × base` before retry `k`, capped and jittered as for
+    /// [`exponential`](Backoff::exponential).
+    #[must_use]
+    pub fn linear(base: Duration) -> Self {
+        Self::with_growth(Growth::Linear, base)
+    }
+
+    /// `fib(k) × base` before retry `k` (1, 1, 2, 3, 5, 8, ... × base), capped and
+    /// jittered as for [`exponential`](Backoff::exponential).
+    #[must_use]
+    pub fn fibonacci(base: Duration) -> Self {
+        Self::with_growth(Growth::Fibonacci, base)
+    }
+
+    fn with_growth(growth: Growth, base: Duration) -> Self {
+        Self {
+            growth,
+            base,
+            factor: 2.0,
+            max_delay: DEFAULT_MAX_DELAY,
+            jitter: Jitter::Full,
+        }
+    }
+
+    /// The growth factor of an exponential schedule (default 2.0; ignored by the
+    /// others). Must be finite and at least 1.0.
+    #[must_use]
+    pub fn factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// The longest delay, jitter included (default 30 s). Must be at least the
+    /// base delay.
+    #[must_use]
+    pub fn max_delay(mut self, max_delay: Duration) -> Self {
+        self.max_delay = max_delay;
+        self
+    }
+
+    /// How delays are spread out at random (default [`Jitter::Full`] for the
+    /// growing schedules, [`Jitter::None`] for [`constant`](Backoff::constant)).
+    #[must_use]
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The base delay.
+    #[must_use]
+    pub fn base(&self) -> Duration {
+        self.base
+    }
+
+    /// The cap on every delay.
+    #[must_use]
+    pub fn cap(&self) -> Duration {
+        self.max_delay
+    }
+
+    /// The jitter kind.
+    #[must_use]
+    pub fn jitter_kind(&self) -> Jitter {
+        self.jitter
+    }
+
+    /// Checks the schedule.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `backoff.factor` (not finite, or below 1.0),
+    /// `backoff.base` (zero for a growing schedule, or with decorrelated jitter)
+    /// or `backoff.max_delay` (below the base).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.factor.is_finite() || self.factor < 1.0 {
+            return Err(ConfigError::new(
+                "backoff.factor",
+                format!(
+                    "must be a finite number of at least 1.0, got {}",
+                    self.factor
+                ),
+            ));
+        }
+        let grows = self.growth != Growth::Constant;
+        if self.base.is_zero() && (grows || self.jitter == Jitter::Decorrelated) {
+            return Err(ConfigError::new(
+                "backoff.base",
+                "must be greater than zero for a growing or decorrelated schedule \
+                 (use Backoff::constant(Duration::ZERO) to retry at once)",
+            ));
+        }
+        if self.max_delay < self.base {
+            return Err(ConfigError::new(
+                "backoff.max_delay",
+                format!(
+                    "must be at least the base delay {:?}, got {:?}",
+                    self.base, self.max_delay
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The delays of a call's retries, in order, jittered from `seed`.
+    ///
+    /// The same seed gives the same schedule; the iterator never ends (the policy's
+    /// `max_retries` decides how many are used).
+    #[must_use]
+    pub fn delays(&self, seed: u64) -> Delays {
+        Delays {
+            backoff: *self,
+            rng: SplitMix::new(seed),
+            retry: 0,
+            previous: self.base,
+        }
+    }
+
+    /// The delay before retry `retry` (1-based) before jitter, capped at
+    /// `max_delay`. Saturates for any `retry`, never overflows.
+    #[must_use]
+    pub fn scheduled_delay(&self, retry: u32) -> Duration {
+        let n = retry.max(1);
+        let cap = nanos(self.max_delay);
+        let base = nanos(self.base);
+        let raw = match self.growth {
+            Growth::Constant => base,
+            Growth::Linear => base * f64::from(n),
+            Growth::Exponential => {
+                let exp = i32::try_from(n - 1).unwrap_or(i32::MAX);
+                base * self.factor.powi(exp)
+            }
+            Growth::Fibonacci => base * fibonacci(n),
+        };
+        // Clamp as a Duration too: a cap beyond f64's exact range may round up.
+        from_nanos(raw.min(cap)).min(self.max_delay)
+    }
+
+    /// The jittered delay before retry `retry` (1-based), given the previous
+    /// delay of the call (for decorrelated jitter) and a uniform random `u64`.
+    pub(crate) fn delay(&self, retry: u32, previous: Duration, random: u64) -> Duration {
+        let cap = nanos(self.max_delay);
+        let d = match self.jitter {
+            Jitter::None => return self.scheduled_delay(retry),
+            Jitter::Full => nanos(self.scheduled_delay(retry)) * unit(random),
+            Jitter::Equal => {
+                let d = nanos(self.scheduled_delay(retry));
+                d / 2.0 + d / 2.0 * unit(random)
+            }
+            Jitter::Decorrelated => {
+                let lo = nanos(self.base);
+                let hi = (nanos(previous) * 3.0).max(lo);
+                lo + (hi - lo) * unit(random)
+            }
+        };
+        from_nanos(d.min(cap)).min(self.max_delay)
+    }
+}
+
+fn nanos(d: Duration) -> f64 {
+    d.as_nanos() as f64
+}
+
+fn from_nanos(n: f64) -> Duration {
+    if n.is_nan() || n <= 0.0 {
+        return Duration::ZERO;
+    }
+    // Saturating float-to-int cast; the callers cap `n` at a Duration's nanos.
+    let n = n.round() as u128;
+    let secs = u64::try_from(n / 1_000_000_000).unwrap_or(u64::MAX);
+    Duration::new(secs, (n % 1_000_000_000) as u32)
+}
+
+/// A uniform number in `[0, 1]` from 53 random bits.
+fn unit(random: u64) -> f64 {
+    (random >> 11) as f64 * (1.0 / ((1u64 << 53) - 1) as f64)
+}
+
+fn fibonacci(n: u32) -> f64 {
+    let (mut a, mut b) = (1.0_f64, 1.0_f64);
+    for _ in 2..n.min(2000) {
+        (a, b) = (b, a + b);
+    }
+    if n >= 2000 { f64::INFINITY } else { b }
+}
+
+/// The delays of one call's retries: see [`Backoff::delays`].
+#[derive(Debug, Clone)]
+pub struct Delays {
+    backoff: Backoff,
+    rng: SplitMix,
+    retry: u32,
+    previous: Duration,
+}
+
+impl Iterator for Delays {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.retry = self.retry.saturating_add(1);
+        let d = self
+            .backoff
+            .delay(self.retry, self.previous, self.rng.next_u64());
+        self.previous = d;
+        Some(d)
+    }
+}
+
+/// SplitMix64: a tiny seedable generator, plenty for jitter.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix {
+    state: u64,
+}
+
+pub(crate) const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl SplitMix {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GOLDEN);
+        mix(self.state)
+    }
+}
+
+/// The SplitMix64 finaliser.
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn exponential_without_jitter_is_the_seed_schedule() {
+        let b = Backoff::exponential(S(1)).jitter(Jitter::None);
+        let d: Vec<_> = b.delays(7).take(6).collect();
+        assert_eq!(d, [S(1), S(2), S(4), S(8), S(16), S(30)]);
+    }
+
+    #[test]
+    fn factor_and_cap_apply() {
+        let b = Backoff::exponential(MS(100))
+            .factor(3.0)
+            .max_delay(S(1))
+            .jitter(Jitter::None);
+        let d: Vec<_> = b.delays(0).take(4).collect();
+        assert_eq!(d, [MS(100), MS(300), MS(900), S(1)]);
+    }
+
+    #[test]
+    fn constant_linear_and_fibonacci_schedules() {
+        let c: Vec<_> = Backoff::constant(MS(200)).delays(1).take(3).collect();
+        assert_eq!(c, [MS(200); 3]);
+        let l: Vec<_> = Backoff::linear(MS(10))
+            .jitter(Jitter::None)
+            .delays(1)
+            .take(3)
+            .collect();
+        assert_eq!(l, [MS(10), MS(20), MS(30)]);
+        let f: Vec<_> = Backoff::fibonacci(MS(10))
+            .jitter(Jitter::None)
+            .delays(1)
+            .take(6)
+            .collect();
+        assert_eq!(f, [10, 10, 20, 30, 50, 80].map(MS));
+    }
+
+    #[test]
+    fn zero_constant_delay_is_valid_and_zero() {
+        let b = Backoff::constant(Duration::ZERO);
+        assert!(b.validate().is_ok());
+        assert!(b.delays(3).take(5).all(|d| d.is_zero()));
+    }
+
+    #[test]
+    fn huge_attempt_numbers_saturate_at_the_cap() {
+        for growth in [
+            Backoff::exponential(S(1)).factor(10.0),
+            Backoff::linear(S(1)),
+            Backoff::fibonacci(S(1)),
+        ] {
+            for k in [64, 1_000, 10_000, u32::MAX] {
+                assert_eq!(growth.scheduled_delay(k), S(30));
+                assert!(growth.delay(k, S(30), u64::MAX) <= S(30));
+            }
+        }
+        let uncapped = Backoff::exponential(S(1)).max_delay(Duration::MAX);
+        assert!(uncapped.scheduled_delay(u32::MAX) <= Duration::MAX);
+    }
+
+    #[test]
+    fn jitter_bounds_hold_at_the_extremes_of_randomness() {
+        let b = Backoff::exponential(S(1));
+        assert_eq!(b.delay(3, S(1), 0), Duration::ZERO);
+        assert_eq!(b.delay(3, S(1), u64::MAX), S(4));
+        let e = b.jitter(Jitter::Equal);
+        assert_eq!(e.delay(3, S(1), 0), S(2));
+        assert_eq!(e.delay(3, S(1), u64::MAX), S(4));
+        let dj = b.jitter(Jitter::Decorrelated);
+        assert_eq!(dj.delay(1, S(1), 0), S(1));
+        assert_eq!(dj.delay(1, S(1), u64::MAX), S(3));
+        assert_eq!(dj.delay(9, S(20), u64::MAX), S(30));
+    }
+
+    #[test]
+    fn same_seed_same_schedule() {
+        let b = Backoff::exponential(MS(5)).jitter(Jitter::Decorrelated);
+        let a: Vec<_> = b.delays(99).take(20).collect();
+        let c: Vec<_> = b.delays(99).take(20).collect();
+        assert_eq!(a, c);
+        let other: Vec<_> = b.delays(100).take(20).collect();
+        assert_ne!(a, other);
+    }
+
+    #[test]
+    fn bad_schedules_are_refused_with_the_field() {
+        let cases = [
+            (Backoff::exponential(S(1)).factor(0.5), "backoff.factor"),
+            (
+                Backoff::exponential(S(1)).factor(f64::NAN),
+                "backoff.factor",
+            ),
+            (Backoff::exponential(S(1)).factor(-2.0), "backoff.factor"),
+            (
+                Backoff::exponential(S(1)).factor(f64::INFINITY),
+                "backoff.factor",
+            ),
+            (Backoff::exponential(Duration::ZERO), "backoff.base"),
+            (
+                Backoff::constant(Duration::ZERO).jitter(Jitter::Decorrelated),
+                "backoff.base",
+            ),
+            (
+                Backoff::exponential(S(2)).max_delay(S(1)),
+                "backoff.max_delay",
+            ),
+        ];
+        for (b, field) in cases {
+            assert_eq!(b.validate().map_err(|e| e.field()), Err(field), "{b:?}");
+        }
+    }
+}
