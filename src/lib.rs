@@ -98,6 +98,9 @@ mod call;
 pub mod classify;
 mod error;
 mod policy;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use backoff::{Backoff, Delays, Jitter};
 pub use budget::RetryBudget;

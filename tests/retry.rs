@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use safecall::testing::Script;
 use safecall::{
     Backoff, Error, ErrorClass, ExhaustedReason, Jitter, RetryBudget, SafeCall, TimeoutKind,
 };
-use support::{Script, Step, TestError, ms, retry_after, secs, status};
+use support::{TestError, ms, retry_after, secs, status};
 use tokio::time::Instant;
 
 fn classify(e: &TestError) -> ErrorClass {
@@ -41,7 +42,7 @@ fn seed_policy() -> safecall::SafeCallBuilder<TestError> {
 #[tokio::test(start_paused = true)]
 async fn seed_schedule_attempts_at_0_1_3_7_seconds() {
     let policy = seed_policy().build().unwrap();
-    let script = Script::new([Step::Err(status(503))]);
+    let script = Script::<u32, TestError>::new().then_err(status(503));
     let t0 = Instant::now();
     let result = policy.call(|| script.attempt()).await;
     match result {
@@ -57,24 +58,26 @@ async fn seed_schedule_attempts_at_0_1_3_7_seconds() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(script.offsets(t0), [secs(0), secs(1), secs(3), secs(7)]);
+    assert_eq!(script.attempts_at(), [secs(0), secs(1), secs(3), secs(7)]);
     assert_eq!(t0.elapsed(), secs(7), "no wait after the last attempt");
 }
 
 #[tokio::test(start_paused = true)]
 async fn success_after_failures_returns_the_value() {
     let policy = seed_policy().build().unwrap();
-    let script = Script::new([Step::Err(status(500)), Step::Err(status(502)), Step::Ok(7)]);
-    let t0 = Instant::now();
+    let script = Script::<u32, TestError>::new()
+        .then_err(status(500))
+        .then_err(status(502))
+        .then_ok(7);
     assert_eq!(policy.call(|| script.attempt()).await.unwrap(), 7);
-    assert_eq!(script.offsets(t0), [secs(0), secs(1), secs(3)]);
+    assert_eq!(script.attempts_at(), [secs(0), secs(1), secs(3)]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn permanent_and_caller_fault_return_at_once() {
     let policy = seed_policy().build().unwrap();
     for (code, class) in [(401, ErrorClass::Permanent), (400, ErrorClass::CallerFault)] {
-        let script = Script::new([Step::Err(status(code))]);
+        let script = Script::<u32, TestError>::new().then_err(status(code));
         let t0 = Instant::now();
         let err = policy.call(|| script.attempt()).await.unwrap_err();
         assert!(
@@ -90,10 +93,11 @@ async fn permanent_and_caller_fault_return_at_once() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_a_floor_over_a_shorter_backoff() {
     let policy = seed_policy().build().unwrap();
-    let script = Script::new([Step::Err(retry_after(5)), Step::Ok(1)]);
-    let t0 = Instant::now();
+    let script = Script::<u32, TestError>::new()
+        .then_err(retry_after(5))
+        .then_ok(1);
     policy.call(|| script.attempt()).await.unwrap();
-    assert_eq!(script.offsets(t0), [secs(0), secs(5)]);
+    assert_eq!(script.attempts_at(), [secs(0), secs(5)]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -102,10 +106,11 @@ async fn a_longer_backoff_wins_over_a_short_hint() {
         .backoff(Backoff::constant(secs(4)))
         .build()
         .unwrap();
-    let script = Script::new([Step::Err(retry_after(2)), Step::Ok(1)]);
-    let t0 = Instant::now();
+    let script = Script::<u32, TestError>::new()
+        .then_err(retry_after(2))
+        .then_ok(1);
     policy.call(|| script.attempt()).await.unwrap();
-    assert_eq!(script.offsets(t0), [secs(0), secs(4)]);
+    assert_eq!(script.attempts_at(), [secs(0), secs(4)]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -117,10 +122,11 @@ async fn jitter_never_shortens_a_hint() {
                 .seed(seed)
                 .build()
                 .unwrap();
-            let script = Script::new([Step::Err(retry_after(3)), Step::Ok(1)]);
-            let t0 = Instant::now();
+            let script = Script::<u32, TestError>::new()
+                .then_err(retry_after(3))
+                .then_ok(1);
             policy.call(|| script.attempt()).await.unwrap();
-            assert!(script.offsets(t0)[1] >= secs(3), "{jitter:?} seed {seed}");
+            assert!(script.attempts_at()[1] >= secs(3), "{jitter:?} seed {seed}");
         }
     }
 }
@@ -128,7 +134,7 @@ async fn jitter_never_shortens_a_hint() {
 #[tokio::test(start_paused = true)]
 async fn a_hint_longer_than_max_retry_after_gives_up_without_sleeping() {
     let policy = seed_policy().max_retry_after(secs(60)).build().unwrap();
-    let script = Script::new([Step::Err(retry_after(61))]);
+    let script = Script::<u32, TestError>::new().then_err(retry_after(61));
     let t0 = Instant::now();
     let err = policy.call(|| script.attempt()).await.unwrap_err();
     assert!(
@@ -145,7 +151,9 @@ async fn a_hint_longer_than_max_retry_after_gives_up_without_sleeping() {
 #[tokio::test(start_paused = true)]
 async fn a_hint_longer_than_the_time_left_gives_up_without_sleeping() {
     let policy = seed_policy().deadline(secs(10)).build().unwrap();
-    let script = Script::new([Step::After(secs(2), Box::new(Step::Err(retry_after(8))))]);
+    let script = Script::<u32, TestError>::new()
+        .then_err(retry_after(8))
+        .after(secs(2));
     let t0 = Instant::now();
     let err = policy.call(|| script.attempt()).await.unwrap_err();
     assert!(
@@ -166,7 +174,7 @@ async fn a_hint_longer_than_the_time_left_gives_up_without_sleeping() {
 async fn a_wait_that_would_end_at_the_deadline_is_not_started() {
     // Attempts at 0, 1, 3; the wait before the 4th would end at 7 s = the deadline.
     let policy = seed_policy().deadline(secs(7)).build().unwrap();
-    let script = Script::new([Step::Err(status(503))]);
+    let script = Script::<u32, TestError>::new().then_err(status(503));
     let t0 = Instant::now();
     let err = policy.call(|| script.attempt()).await.unwrap_err();
     assert!(
@@ -186,7 +194,9 @@ async fn a_wait_that_would_end_at_the_deadline_is_not_started() {
 #[tokio::test(start_paused = true)]
 async fn the_deadline_drops_an_attempt_in_flight() {
     let policy = seed_policy().deadline(secs(10)).build().unwrap();
-    let script = Script::new([Step::Err(status(503)), Step::Hang]);
+    let script = Script::<u32, TestError>::new()
+        .then_err(status(503))
+        .then_hang();
     let t0 = Instant::now();
     let err = policy.call(|| script.attempt()).await.unwrap_err();
     assert!(
@@ -207,11 +217,13 @@ async fn the_deadline_drops_an_attempt_in_flight() {
 #[tokio::test(start_paused = true)]
 async fn attempt_timeouts_are_retried() {
     let policy = seed_policy().attempt_timeout(secs(2)).build().unwrap();
-    let script = Script::new([Step::Hang, Step::Hang, Step::Ok(9)]);
-    let t0 = Instant::now();
+    let script = Script::<u32, TestError>::new()
+        .then_hang()
+        .then_hang()
+        .then_ok(9);
     assert_eq!(policy.call(|| script.attempt()).await.unwrap(), 9);
     // 0 + 2 s timeout + 1 s wait = 3; 3 + 2 + 2 = 7.
-    assert_eq!(script.offsets(t0), [secs(0), secs(3), secs(7)]);
+    assert_eq!(script.attempts_at(), [secs(0), secs(3), secs(7)]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -221,7 +233,7 @@ async fn the_last_attempt_timing_out_is_a_timeout() {
         .attempt_timeout(secs(2))
         .build()
         .unwrap();
-    let script = Script::new([Step::Hang]);
+    let script = Script::<u32, TestError>::new().then_hang();
     let t0 = Instant::now();
     let err = policy.call(|| script.attempt()).await.unwrap_err();
     assert!(
@@ -245,7 +257,7 @@ async fn each_attempt_gets_the_smaller_of_its_timeout_and_the_time_left() {
         .deadline(secs(6))
         .build()
         .unwrap();
-    let script = Script::new([Step::Hang]);
+    let script = Script::<u32, TestError>::new().then_hang();
     let t0 = Instant::now();
     let err = policy.call(|| script.attempt()).await.unwrap_err();
     // Attempt 1 times out at 4 s, waits 1 s, attempt 2 is cut by the deadline at 6 s.
@@ -300,7 +312,7 @@ async fn without_a_deadline_time_left_is_none() {
 #[tokio::test(start_paused = true)]
 async fn max_retries_zero_makes_one_attempt() {
     let policy = seed_policy().max_retries(0).build().unwrap();
-    let script = Script::new([Step::Err(status(503))]);
+    let script = Script::<u32, TestError>::new().then_err(status(503));
     let err = policy.call(|| script.attempt()).await.unwrap_err();
     assert!(matches!(
         err,
@@ -324,7 +336,10 @@ fn zero_delay_retries_never_touch_the_timer() {
             .backoff(Backoff::constant(Duration::ZERO))
             .build()
             .unwrap();
-        let script = Script::new([Step::Err(status(503)), Step::Err(status(503)), Step::Ok(3)]);
+        let script = Script::<u32, TestError>::new()
+            .then_err(status(503))
+            .then_err(status(503))
+            .then_ok(3);
         assert_eq!(policy.call(|| script.attempt()).await.unwrap(), 3);
         assert_eq!(script.calls(), 3);
     });
@@ -333,7 +348,7 @@ fn zero_delay_retries_never_touch_the_timer() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_call_during_an_attempt_stops_it() {
     let policy = seed_policy().build().unwrap();
-    let script = Script::new([Step::Hang]);
+    let script = Script::<u32, TestError>::new().then_hang();
     let call = policy.call(|| script.attempt());
     let cut = tokio::time::timeout(secs(1), call).await;
     assert!(cut.is_err());
@@ -344,7 +359,7 @@ async fn dropping_the_call_during_an_attempt_stops_it() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_call_during_a_wait_stops_it() {
     let policy = seed_policy().build().unwrap();
-    let script = Script::new([Step::Err(status(503))]);
+    let script = Script::<u32, TestError>::new().then_err(status(503));
     let call = policy.call(|| script.attempt());
     // Attempts at 0 and 1 s; cut during the 2 s wait.
     let cut = tokio::time::timeout(ms(1500), call).await;
@@ -427,7 +442,7 @@ async fn errors_that_are_not_retried_never_spend_the_budget() {
         let _ = policy.call(|| async { Err::<(), _>(status(401)) }).await;
     }
     // The budget (10 retries over the window) is intact.
-    let script = Script::new([Step::Err(status(503))]);
+    let script = Script::<u32, TestError>::new().then_err(status(503));
     let err = policy.call(|| script.attempt()).await.unwrap_err();
     assert_eq!(err.attempts(), 4);
 }
@@ -485,11 +500,10 @@ async fn on_retry_sees_attempt_delay_class_and_error() {
         })
         .build()
         .unwrap();
-    let script = Script::new([
-        Step::Err(status(503)),
-        Step::Err(retry_after(3)),
-        Step::Ok(1),
-    ]);
+    let script = Script::<u32, TestError>::new()
+        .then_err(status(503))
+        .then_err(retry_after(3))
+        .then_ok(1);
     policy.call(|| script.attempt()).await.unwrap();
     assert_eq!(
         *seen.lock().unwrap(),
