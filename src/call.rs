@@ -9,6 +9,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, Timeout};
 
+use crate::breaker::{Breaker, BreakerState, Outcome, Permit};
 use crate::error::TimeoutKind;
 use crate::policy::{Inner, RetryEvent, Settings};
 use crate::{Error, ErrorClass, ExhaustedReason, Jitter};
@@ -87,6 +88,8 @@ pin_project! {
     pub struct Call<'a, E, Op, Fut> {
         inner: &'a Inner<E>,
         op: Op,
+        breaker: Option<&'a Breaker>,
+        permit: Option<Permit<'a>>,
         attempts: u32,
         started: bool,
         previous_delay: Duration,
@@ -128,6 +131,8 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
         Self {
             inner,
             op,
+            breaker: None,
+            permit: None,
             attempts: 0,
             started: false,
             previous_delay: inner.settings.backoff.base(),
@@ -135,6 +140,53 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             span: tracing::Span::none(),
             state: State::Start,
         }
+    }
+}
+
+impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
+    /// Runs every attempt of this call through `breaker`.
+    ///
+    /// The breaker is asked before **each** attempt, retries included: a refusal
+    /// ends the call at once with [`Error::CircuitOpen`] (never a wait), so a
+    /// breaker that opens mid-call stops the retries. Each attempt's outcome is
+    /// recorded: a success or a failure (a transient or permanent error, or an
+    /// attempt that ran out of time); an [`ErrorClass::CallerFault`] releases the
+    /// permit without counting; an [`ErrorClass::RetryAfter`] hint cools the
+    /// breaker's key down until the hinted time (if the breaker's config allows)
+    /// without counting as a failure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safecall::{BreakerConfig, BreakerRegistry, BreakerState, Error, SafeCall};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let policy: SafeCall<&str> = SafeCall::builder().max_retries(0).build().unwrap();
+    /// let breakers: BreakerRegistry<String> =
+    ///     BreakerRegistry::new(BreakerConfig::default().consecutive_failures(2));
+    /// let breaker = breakers.get("org-46cf");
+    /// for _ in 0..2 {
+    ///     let _ = policy.call(|| async { Err::<(), _>("down") }).breaker(&breaker).await;
+    /// }
+    /// assert_eq!(breaker.state(), BreakerState::Open);
+    /// let refused = policy.call(|| async { Ok::<_, &str>(()) }).breaker(&breaker).await;
+    /// assert!(matches!(refused, Err(Error::CircuitOpen { attempts: 0, .. })));
+    /// # }
+    /// ```
+    pub fn breaker(mut self, breaker: &'a Breaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+}
+
+/// How an attempt's failure counts for the breaker.
+fn breaker_outcome(class: ErrorClass) -> Outcome {
+    match class {
+        ErrorClass::Transient | ErrorClass::Permanent => Outcome::Failure,
+        ErrorClass::CallerFault => Outcome::Ignored,
+        ErrorClass::RetryAfter(hint) => Outcome::RetryAfter(hint),
     }
 }
 
@@ -148,7 +200,9 @@ enum Next {
 }
 
 /// The retry decision: pure but for the clock (read only with a deadline) and the
-/// budget. Kept out of the generic poll to limit monomorphisation.
+/// jitter's random source. Kept out of the generic poll to limit
+/// monomorphisation. The budget is asked last, by the caller, so that a retry that
+/// will not happen for another reason never spends it.
 fn decide(
     s: &Settings,
     class: ErrorClass,
@@ -179,13 +233,26 @@ fn decide(
             _ => return Next::GiveUp(ExhaustedReason::DeadlineTooClose),
         }
     }
-    if let Some(budget) = &s.budget {
-        if !budget.try_withdraw() {
-            return Next::GiveUp(ExhaustedReason::BudgetEmpty);
-        }
-    }
     *previous = delay;
     Next::Retry { delay, now }
+}
+
+/// Spends one retry from the policy's budget, if it has one.
+fn withdraw(s: &Settings) -> bool {
+    s.budget.as_ref().is_none_or(|b| b.try_withdraw())
+}
+
+/// If `breaker` is open and will still refuse after `delay`, the time until it
+/// lets a probe through: waiting for it would sleep into a certain refusal.
+fn refused_after(breaker: Option<&Breaker>, delay: Duration) -> Option<Duration> {
+    let breaker = breaker?;
+    if breaker.state() != BreakerState::Open {
+        return None;
+    }
+    breaker
+        .snapshot()
+        .retry_in
+        .filter(|retry_in| *retry_in > delay)
 }
 
 /// The time limit of the next attempt, if any: `(end, whether it is the deadline)`.
@@ -246,6 +313,19 @@ where
                             kind: TimeoutKind::Deadline,
                         }));
                     }
+                    if let Some(breaker) = *this.breaker {
+                        match breaker.try_acquire() {
+                            Ok(permit) => *this.permit = Some(permit),
+                            Err(refused) => {
+                                tracing::debug!(attempts = *this.attempts, retry_in = ?refused.retry_in(), "circuit open");
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(Error::CircuitOpen {
+                                    retry_in: refused.retry_in(),
+                                    attempts: *this.attempts,
+                                }));
+                            }
+                        }
+                    }
                     *this.attempts += 1;
                     tracing::trace!(attempt = *this.attempts, ?time_left, "attempt");
                     let fut = this.op.make(Attempt {
@@ -263,6 +343,9 @@ where
                 }
                 StateProj::Running { fut } => match ready!(fut.poll(cx)) {
                     Ok(value) => {
+                        if let Some(permit) = this.permit.take() {
+                            permit.record(Outcome::Success);
+                        }
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(value));
                     }
@@ -270,11 +353,19 @@ where
                 },
                 StateProj::Timed { fut, at_deadline } => match ready!(fut.poll(cx)) {
                     Ok(Ok(value)) => {
+                        if let Some(permit) = this.permit.take() {
+                            permit.record(Outcome::Success);
+                        }
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(value));
                     }
                     Ok(Err(error)) => Some(error),
                     Err(_elapsed) if *at_deadline => {
+                        // Cut by the deadline: evidence of a slow dependency, like
+                        // an attempt timeout.
+                        if let Some(permit) = this.permit.take() {
+                            permit.record(Outcome::Failure);
+                        }
                         tracing::debug!(attempts = *this.attempts, "deadline passed");
                         this.state.set(State::Done);
                         return Poll::Ready(Err(Error::Timeout {
@@ -299,6 +390,9 @@ where
                 Some(error) => inner.classify.classify(error),
                 None => ErrorClass::Transient,
             };
+            if let Some(permit) = this.permit.take() {
+                permit.record(breaker_outcome(class));
+            }
             let attempts = *this.attempts;
             if !class.is_retryable() {
                 tracing::debug!(attempts, ?class, "not retryable");
@@ -315,13 +409,28 @@ where
                     },
                 }));
             }
-            match decide(
+            let mut next = decide(
                 &inner.settings,
                 class,
                 attempts,
                 this.previous_delay,
                 *this.deadline,
-            ) {
+            );
+            if let Next::Retry { delay, .. } = next {
+                if let Some(retry_in) = refused_after(*this.breaker, delay) {
+                    tracing::debug!(
+                        attempts,
+                        ?retry_in,
+                        "circuit open: not waiting for a refusal"
+                    );
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(Error::CircuitOpen { retry_in, attempts }));
+                }
+                if !withdraw(&inner.settings) {
+                    next = Next::GiveUp(ExhaustedReason::BudgetEmpty);
+                }
+            }
+            match next {
                 Next::GiveUp(reason) => {
                     tracing::debug!(attempts, ?class, %reason, "giving up");
                     this.state.set(State::Done);

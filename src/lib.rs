@@ -93,16 +93,23 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
+pub mod breaker;
 pub mod budget;
 mod call;
 pub mod classify;
 mod error;
 mod policy;
+pub mod registry;
+mod sync;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 pub use backoff::{Backoff, Delays, Jitter};
+pub use breaker::{
+    Breaker, BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Outcome, Permit, Rejected,
+    Transition, TransitionCause,
+};
 pub use budget::RetryBudget;
 pub use call::{Attempt, Call, Plain, WithAttempt};
 pub use classify::{
@@ -111,3 +118,4 @@ pub use classify::{
 };
 pub use error::{ConfigError, Error, ExhaustedReason, TimeoutKind};
 pub use policy::{RetryEvent, SafeCall, SafeCallBuilder};
+pub use registry::BreakerRegistry;

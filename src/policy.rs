@@ -145,7 +145,8 @@ impl<E> SafeCall<E> {
     /// Calls `op` under this policy: `op` makes a fresh attempt each time it is
     /// called.
     ///
-    /// The returned [`Call`] is a future; it allocates nothing.
+    /// The returned [`Call`] is a future; it allocates nothing. Add a circuit
+    /// breaker with [`Call::breaker`].
     ///
     /// # Errors
     ///

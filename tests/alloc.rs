@@ -1,11 +1,12 @@
 //! Heap allocations per call, counted by a global allocator in this test binary
-//! of its own. An allocation count is deterministic, unlike a time.
+//! of its own. An allocation count is deterministic, unlike a time. Counting is
+//! per thread, so other test threads do not interfere.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Duration;
 
-use safecall::{Backoff, SafeCall};
+use safecall::{Backoff, Breaker, BreakerConfig, BreakerRegistry, Outcome, SafeCall};
 
 struct Counting;
 
@@ -34,6 +35,13 @@ static GLOBAL: Counting = Counting;
 
 fn allocations() -> u64 {
     ALLOCATIONS.with(Cell::get)
+}
+
+/// Allocations made by `f` on this thread.
+fn counted(f: impl FnOnce()) -> u64 {
+    let before = allocations();
+    f();
+    allocations() - before
 }
 
 async fn ready_ok() -> Result<u32, std::io::Error> {
@@ -100,4 +108,78 @@ fn zero_delay_retries_allocate_nothing() {
         }
         assert_eq!(allocations() - before, 0);
     });
+}
+
+#[test]
+fn calls_through_a_breaker_allocate_nothing_closed_or_open() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let policy: SafeCall<std::io::Error> = SafeCall::default();
+        let breakers: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default());
+        let breaker = breakers.get("org-46cf");
+        // Warm up: the breaker's window is built on its first outcome.
+        for _ in 0..200 {
+            policy.call(ready_ok).breaker(&breaker).await.unwrap();
+        }
+        let before = allocations();
+        for _ in 0..1_000 {
+            policy.call(ready_ok).breaker(&breaker).await.unwrap();
+        }
+        assert_eq!(allocations() - before, 0, "closed success");
+
+        breaker.force_open();
+        let _ = policy.call(ready_ok).breaker(&breaker).await;
+        let before = allocations();
+        for _ in 0..1_000 {
+            let err = policy.call(ready_ok).breaker(&breaker).await.unwrap_err();
+            assert!(err.is_circuit_open());
+        }
+        assert_eq!(allocations() - before, 0, "open rejection");
+
+        // An existing key from the registry.
+        let before = allocations();
+        for _ in 0..1_000 {
+            let b = breakers.get("org-46cf");
+            std::hint::black_box(&b);
+        }
+        assert_eq!(allocations() - before, 0, "registry lookup of an existing key");
+    });
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn breaker_hot_paths_allocate_nothing() {
+    for config in [
+        BreakerConfig::default(),
+        BreakerConfig::default().no_failure_rate(),
+        BreakerConfig::default().count_window(0.5, 100),
+    ] {
+        let b = Breaker::new(config.consecutive_failures(1));
+        b.try_acquire().unwrap().record(Outcome::Success); // builds the window once
+        let n = counted(|| {
+            for _ in 0..1000 {
+                b.try_acquire().unwrap().record(Outcome::Success);
+            }
+        });
+        assert_eq!(n, 0, "closed success");
+
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        let mut n = 0;
+        for _ in 0..1000 {
+            n += counted(|| assert!(b.try_acquire().is_err()));
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert_eq!(n, 0, "open rejection");
+    }
+
+    let r: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default());
+    drop(r.get("org-46cf"));
+    let n = counted(|| {
+        for _ in 0..1000 {
+            drop(r.get("org-46cf"));
+        }
+    });
+    assert_eq!(n, 0, "registry lookup of an existing key");
 }

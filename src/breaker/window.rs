@@ -1,0 +1,458 @@
+//! The failure-rate windows: lock-free counters that many threads record into.
+//!
+//! A *time window* keeps `n` buckets of `width` each; a call is counted in the
+//! bucket its completion time falls in, and a bucket older than `n` widths is
+//! ignored and reused. Each bucket is one `AtomicU64` holding
+//! `epoch:24 | failures:20 | calls:20`, so a rotation and a count are one
+//! compare-and-swap: a count can never land in a bucket that was just reset
+//! for a newer epoch. A bucket that reaches 2^20 - 1 calls halves both of its
+//! counts (the ratio is kept, the window becomes a sample).
+//!
+//! A *count window* keeps the last `n` outcomes in a ring of bytes, with
+//! running totals; it needs no clock.
+//!
+//! # Examples
+//!
+//! The windows are internal; the rule they feed is public:
+//!
+//! ```
+//! use safecall::{Breaker, BreakerConfig, BreakerState, Outcome};
+//! use std::time::Duration;
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let breaker = Breaker::new(
+//!     BreakerConfig::default()
+//!         .no_consecutive_failures()
+//!         .failure_rate(0.5, Duration::from_secs(10))
+//!         .minimum_calls(4),
+//! );
+//! for outcome in [Outcome::Success, Outcome::Failure, Outcome::Success, Outcome::Failure] {
+//!     breaker.try_acquire().unwrap().record(outcome);
+//! }
+//! assert_eq!(breaker.state(), BreakerState::Open);
+//! # }
+//! ```
+
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+
+use crate::breaker::config::RateRule;
+
+const FIELD_BITS: u32 = 20;
+const FIELD_MAX: u64 = (1 << FIELD_BITS) - 1;
+const EPOCH_BITS: u32 = 24;
+const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
+
+/// Calls and failures currently in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct WindowStats {
+    pub(crate) calls: u32,
+    pub(crate) failures: u32,
+}
+
+impl WindowStats {
+    /// Whether these counts trip a rule of `ratio` with `minimum_calls`.
+    pub(crate) fn trips(self, ratio: f64, minimum_calls: u32) -> bool {
+        self.calls >= minimum_calls
+            && self.calls > 0
+            && f64::from(self.failures) >= ratio * f64::from(self.calls)
+    }
+
+    /// The failure ratio, 0 when empty.
+    pub(crate) fn rate(self) -> f64 {
+        if self.calls == 0 {
+            0.0
+        } else {
+            f64::from(self.failures) / f64::from(self.calls)
+        }
+    }
+}
+
+/// A window of either kind (or none).
+#[derive(Debug)]
+pub(crate) enum Window {
+    None,
+    Time(TimeWindow),
+    Count(CountWindow),
+}
+
+impl Window {
+    pub(crate) fn new(rule: RateRule) -> Self {
+        match rule {
+            RateRule::None => Window::None,
+            RateRule::Time {
+                buckets,
+                width_nanos,
+                ..
+            } => Window::Time(TimeWindow::new(buckets, width_nanos)),
+            RateRule::Count { calls, .. } => Window::Count(CountWindow::new(calls)),
+        }
+    }
+
+    /// Record one outcome; `at` is nanoseconds since the breaker's time base
+    /// (ignored by a count window).
+    pub(crate) fn record(&self, at: u64, failed: bool) {
+        match self {
+            Window::None => {}
+            Window::Time(w) => w.record(at, failed),
+            Window::Count(w) => w.record(failed),
+        }
+    }
+
+    pub(crate) fn stats(&self, at: u64) -> WindowStats {
+        match self {
+            Window::None => WindowStats::default(),
+            Window::Time(w) => w.stats(at),
+            Window::Count(w) => w.stats(),
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        match self {
+            Window::None => {}
+            Window::Time(w) => w.clear(),
+            Window::Count(w) => w.clear(),
+        }
+    }
+
+    /// Whether the window may hold a failure at `at`: when it cannot, the
+    /// failure rate is zero and a success need not sum the buckets.
+    #[inline]
+    pub(crate) fn may_hold_failures(&self, at: u64) -> bool {
+        match self {
+            Window::None => false,
+            Window::Time(w) => w.may_hold_failures(at),
+            Window::Count(w) => w.failures.load(Ordering::Relaxed) > 0,
+        }
+    }
+}
+
+/// Time-bucketed counts, see the module docs.
+#[derive(Debug)]
+pub(crate) struct TimeWindow {
+    buckets: Box<[AtomicU64]>,
+    width: u64,
+    /// 1 + the time of the latest recorded failure (0: none since cleared).
+    last_failure: AtomicU64,
+}
+
+fn pack(epoch: u64, failures: u64, calls: u64) -> u64 {
+    (epoch << (2 * FIELD_BITS)) | (failures << FIELD_BITS) | calls
+}
+
+fn unpack(v: u64) -> (u64, u64, u64) {
+    (
+        v >> (2 * FIELD_BITS),
+        (v >> FIELD_BITS) & FIELD_MAX,
+        v & FIELD_MAX,
+    )
+}
+
+impl TimeWindow {
+    pub(crate) fn new(buckets: u32, width_nanos: u64) -> Self {
+        Self {
+            buckets: (0..buckets.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            width: width_nanos.max(1),
+            last_failure: AtomicU64::new(0),
+        }
+    }
+
+    fn index(&self, at: u64) -> (usize, u64) {
+        let idx = at / self.width;
+        // The slot is the index modulo the bucket count; buckets.len() ≤ 1024.
+        let slot = (idx % self.buckets.len() as u64) as usize;
+        (slot, idx & EPOCH_MASK)
+    }
+
+    #[inline]
+    fn may_hold_failures(&self, at: u64) -> bool {
+        let last = self.last_failure.load(Ordering::Relaxed);
+        // A failure at `last - 1` is in the window until its bucket leaves,
+        // at most `(n + 1) * width` later.
+        let span = self.width.saturating_mul(self.buckets.len() as u64 + 1);
+        last != 0 && at.saturating_sub(last - 1) < span
+    }
+
+    pub(crate) fn record(&self, at: u64, failed: bool) {
+        if failed {
+            self.last_failure
+                .fetch_max(at.saturating_add(1), Ordering::Relaxed);
+        }
+        let (slot, epoch) = self.index(at);
+        let Some(bucket) = self.buckets.get(slot) else {
+            return;
+        };
+        let mut cur = bucket.load(Ordering::Relaxed);
+        loop {
+            let (e, mut f, mut c) = unpack(cur);
+            if e != epoch {
+                let ahead = e.wrapping_sub(epoch) & EPOCH_MASK;
+                if ahead != 0 && ahead < (1 << (EPOCH_BITS - 1)) {
+                    // The bucket already holds a newer epoch: this outcome's
+                    // time has left the window (a recorder that read the clock
+                    // long ago). Dropping it is exact.
+                    return;
+                }
+                f = 0;
+                c = 0;
+            }
+            if c == FIELD_MAX {
+                f >>= 1;
+                c >>= 1;
+            }
+            let new = pack(epoch, f + u64::from(failed), c + 1);
+            match bucket.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self, at: u64) -> WindowStats {
+        let (_, epoch) = self.index(at);
+        let n = self.buckets.len() as u64;
+        let mut s = WindowStats::default();
+        for b in self.buckets.iter() {
+            let (e, f, c) = unpack(b.load(Ordering::Relaxed));
+            let age = epoch.wrapping_sub(e) & EPOCH_MASK;
+            if age < n {
+                // f, c ≤ 2^20 - 1, and at most 1024 buckets: fits in u32.
+                s.calls = s.calls.saturating_add(c as u32);
+                s.failures = s.failures.saturating_add(f as u32);
+            }
+        }
+        s
+    }
+
+    pub(crate) fn clear(&self) {
+        for b in self.buckets.iter() {
+            b.store(0, Ordering::Relaxed);
+        }
+        self.last_failure.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The last `n` outcomes, see the module docs.
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    ring: Box<[AtomicU8]>,
+    head: AtomicU64,
+    calls: AtomicI64,
+    failures: AtomicI64,
+}
+
+const EMPTY: u8 = 0;
+const OK: u8 = 1;
+const FAILED: u8 = 2;
+
+impl CountWindow {
+    pub(crate) fn new(n: u32) -> Self {
+        Self {
+            ring: (0..n.max(1)).map(|_| AtomicU8::new(EMPTY)).collect(),
+            head: AtomicU64::new(0),
+            calls: AtomicI64::new(0),
+            failures: AtomicI64::new(0),
+        }
+    }
+
+    pub(crate) fn record(&self, failed: bool) {
+        let i = self.head.fetch_add(1, Ordering::Relaxed) % self.ring.len() as u64;
+        let new = if failed { FAILED } else { OK };
+        let Some(slot) = self.ring.get(i as usize) else {
+            return;
+        };
+        let old = slot.swap(new, Ordering::Relaxed);
+        if old == EMPTY {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+        }
+        let df = i64::from(failed) - i64::from(old == FAILED);
+        if df != 0 {
+            self.failures.fetch_add(df, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn stats(&self) -> WindowStats {
+        let n = self.ring.len() as i64;
+        let clamp = |v: i64| v.clamp(0, n) as u32;
+        let calls = clamp(self.calls.load(Ordering::Relaxed));
+        WindowStats {
+            calls,
+            failures: clamp(self.failures.load(Ordering::Relaxed)).min(calls),
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        for s in self.ring.iter() {
+            s.store(EMPTY, Ordering::Relaxed);
+        }
+        self.calls.store(0, Ordering::Relaxed);
+        self.failures.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn counts_land_in_their_bucket_and_expire_bucket_by_bucket() {
+        // 10 buckets of 3 s = a 30 s window.
+        let w = TimeWindow::new(10, 3 * SEC);
+        w.record(0, false);
+        w.record(SEC, true);
+        w.record(4 * SEC, true);
+        assert_eq!(
+            w.stats(4 * SEC),
+            WindowStats {
+                calls: 3,
+                failures: 2
+            }
+        );
+        // At 30 s the first bucket (0..3 s) has left the window.
+        assert_eq!(
+            w.stats(29 * SEC),
+            WindowStats {
+                calls: 3,
+                failures: 2
+            }
+        );
+        assert_eq!(
+            w.stats(30 * SEC),
+            WindowStats {
+                calls: 1,
+                failures: 1
+            }
+        );
+        assert_eq!(
+            w.stats(33 * SEC),
+            WindowStats {
+                calls: 0,
+                failures: 0
+            }
+        );
+        // The reused slot starts from zero.
+        w.record(33 * SEC, false);
+        assert_eq!(
+            w.stats(33 * SEC),
+            WindowStats {
+                calls: 1,
+                failures: 0
+            }
+        );
+    }
+
+    #[test]
+    fn late_recorder_cannot_reset_a_newer_bucket() {
+        let w = TimeWindow::new(2, SEC);
+        w.record(2 * SEC, true); // slot 0, epoch 2
+        w.record(0, false); // slot 0, epoch 0: older than the window
+        assert_eq!(
+            w.stats(2 * SEC),
+            WindowStats {
+                calls: 1,
+                failures: 1
+            }
+        );
+    }
+
+    #[test]
+    fn window_counts_match_a_naive_log_over_a_long_run() {
+        let width = 3 * SEC;
+        let w = TimeWindow::new(10, width);
+        let mut log: Vec<(u64, bool)> = Vec::new();
+        let mut t = 0u64;
+        let mut x = 12345u64;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            t += x % (2 * SEC);
+            let failed = x % 3 == 0;
+            w.record(t, failed);
+            log.push((t, failed));
+            let cur = t / width;
+            let expected = log.iter().filter(|(at, _)| at / width + 10 > cur).fold(
+                WindowStats::default(),
+                |mut s, (_, f)| {
+                    s.calls += 1;
+                    s.failures += u32::from(*f);
+                    s
+                },
+            );
+            assert_eq!(w.stats(t), expected, "at {t}");
+        }
+    }
+
+    #[test]
+    fn saturated_bucket_halves_and_keeps_the_ratio() {
+        let w = TimeWindow::new(1, SEC);
+        for i in 0..(FIELD_MAX + 10) {
+            w.record(0, i % 2 == 0);
+        }
+        let s = w.stats(0);
+        assert!(s.calls < FIELD_MAX as u32 && s.calls > (FIELD_MAX / 2) as u32);
+        assert!((s.rate() - 0.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn failure_hint_covers_exactly_the_window() {
+        let w = Window::Time(TimeWindow::new(10, 3 * SEC));
+        assert!(!w.may_hold_failures(0));
+        w.record(5 * SEC, false);
+        assert!(!w.may_hold_failures(5 * SEC), "successes only");
+        w.record(5 * SEC, true);
+        for t in (5 * SEC..40 * SEC).step_by(100_000_000) {
+            if w.stats(t).failures > 0 {
+                assert!(w.may_hold_failures(t), "at {t}");
+            }
+        }
+        assert!(!w.may_hold_failures(40 * SEC));
+        w.clear();
+        assert!(!w.may_hold_failures(5 * SEC));
+    }
+
+    #[test]
+    fn count_window_keeps_the_last_n() {
+        let w = CountWindow::new(3);
+        w.record(true);
+        w.record(true);
+        assert_eq!(
+            w.stats(),
+            WindowStats {
+                calls: 2,
+                failures: 2
+            }
+        );
+        w.record(false);
+        w.record(false);
+        assert_eq!(
+            w.stats(),
+            WindowStats {
+                calls: 3,
+                failures: 1
+            }
+        );
+        w.clear();
+        assert_eq!(w.stats(), WindowStats::default());
+    }
+
+    #[test]
+    fn trip_rule_needs_minimum_calls_and_ratio() {
+        let s = WindowStats {
+            calls: 19,
+            failures: 19,
+        };
+        assert!(!s.trips(0.5, 20));
+        let s = WindowStats {
+            calls: 20,
+            failures: 10,
+        };
+        assert!(s.trips(0.5, 20));
+        let s = WindowStats {
+            calls: 20,
+            failures: 9,
+        };
+        assert!(!s.trips(0.5, 20));
+    }
+}

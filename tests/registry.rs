@@ -1,0 +1,283 @@
+//! The keyed registry: lazy creation, isolation, eviction, the cap and the
+//! overflow breaker.
+
+use std::time::Duration;
+
+use safecall::{Breaker, BreakerConfig, BreakerRegistry, BreakerState, Outcome};
+use tokio::time::advance;
+
+const S: Duration = Duration::from_secs(1);
+
+fn cfg() -> BreakerConfig {
+    BreakerConfig::default()
+        .consecutive_failures(1)
+        .no_failure_rate()
+        .open_duration(30 * S)
+}
+
+fn trip(b: &Breaker) {
+    b.try_acquire().expect("closed").record(Outcome::Failure);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_breaker_per_key_looked_up_by_borrowed_key() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(cfg());
+    assert!(r.is_empty());
+    let a = r.get("org-46cf");
+    let key = String::from("org-46cf");
+    assert!(a.ptr_eq(&r.get(&key)));
+    assert!(!a.ptr_eq(&r.get("org-7a01")));
+    assert_eq!(r.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_tenants_failures_never_touch_another_tenants_breaker() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(cfg());
+    trip(&r.get("broken"));
+    assert_eq!(r.get("broken").state(), BreakerState::Open);
+    assert_eq!(r.get("healthy").state(), BreakerState::Closed);
+    assert!(r.get("healthy").try_acquire().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_reports_every_key() {
+    let r: BreakerRegistry<u64> = BreakerRegistry::new(cfg());
+    trip(&r.get(&1));
+    let _ = r.get(&2);
+    advance(10 * S).await;
+    let mut snaps = r.snapshot();
+    snaps.sort_by_key(|s| s.key);
+    assert_eq!(snaps.len(), 2);
+    assert_eq!((snaps[0].key, snaps[0].state), (1, BreakerState::Open));
+    assert_eq!(snaps[0].consecutive_failures, 1);
+    assert_eq!(snaps[0].retry_in, Some(20 * S));
+    assert_eq!(
+        (snaps[1].key, snaps[1].state, snaps[1].retry_in),
+        (2, BreakerState::Closed, None)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_closed_breakers_are_evicted_after_the_ttl() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(cfg()).idle_ttl(600 * S);
+    let _ = r.get("idle");
+    let _ = r.get("busy");
+    advance(300 * S).await;
+    let _ = r.get("busy");
+    r.retain_recent();
+    assert_eq!(r.len(), 2, "nothing idle for the TTL yet");
+    advance(300 * S).await;
+    r.retain_recent();
+    let keys: Vec<String> = r.snapshot().into_iter().map(|s| s.key).collect();
+    assert_eq!(keys, vec!["busy".to_owned()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ttl_eviction_runs_by_itself_as_new_keys_arrive() {
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(100).idle_ttl(60 * S);
+    for k in 0..50 {
+        let _ = r.get(&k);
+    }
+    advance(61 * S).await;
+    let _ = r.get(&1000); // housekeeping on insert
+    assert_eq!(r.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_and_half_open_breakers_are_never_evicted() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(cfg()).max_keys(2).idle_ttl(S);
+    trip(&r.get("a"));
+    trip(&r.get("b"));
+    advance(10 * S).await;
+    r.retain_recent();
+    assert_eq!(r.len(), 2);
+    let c = r.get("c");
+    assert!(c.ptr_eq(r.overflow()), "full of open breakers: overflow");
+    advance(30 * S).await;
+    assert_eq!(r.get("a").state(), BreakerState::HalfOpen);
+    r.retain_recent();
+    let _ = r.get("d");
+    let mut keys: Vec<_> = r.snapshot().into_iter().map(|s| (s.key, s.state)).collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        keys,
+        vec![
+            ("a".to_owned(), BreakerState::HalfOpen),
+            ("b".to_owned(), BreakerState::HalfOpen)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn forced_open_and_cooling_down_breakers_are_never_evicted() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(cfg()).max_keys(2).idle_ttl(S);
+    r.get("forced").force_open();
+    r.get("quiet")
+        .try_acquire()
+        .unwrap()
+        .record(Outcome::RetryAfter(3600 * S));
+    advance(60 * S).await;
+    r.retain_recent();
+    assert!(r.get("new").ptr_eq(r.overflow()));
+    assert_eq!(r.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_handle_keeps_its_breaker_so_a_key_never_has_two() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(cfg()).max_keys(1).idle_ttl(S);
+    let held = r.get("held");
+    advance(3600 * S).await;
+    r.retain_recent();
+    let other = r.get("other");
+    assert!(
+        other.ptr_eq(r.overflow()),
+        "the held breaker is not evicted"
+    );
+    assert!(held.ptr_eq(&r.get("held")));
+    drop(held);
+    let other = r.get("other");
+    assert!(!other.ptr_eq(r.overflow()), "released: evictable now");
+    assert_eq!(r.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_the_least_recently_used_idle_breaker_goes_first() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(cfg()).max_keys(3);
+    for k in ["a", "b", "c"] {
+        let _ = r.get(k);
+        advance(S).await;
+    }
+    let _ = r.get("a"); // a is now the most recently used
+    advance(S).await;
+    let _ = r.get("d");
+    let mut keys: Vec<_> = r.snapshot().into_iter().map(|s| s.key).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["a", "c", "d"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_registry_sends_new_keys_to_one_overflow_breaker() {
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(2);
+    let held: Vec<Breaker> = (0..2).map(|k| r.get(&k)).collect();
+    let x = r.get(&10);
+    let y = r.get(&11);
+    assert!(x.ptr_eq(&y) && x.ptr_eq(r.overflow()));
+    assert_eq!(r.len(), 2);
+    // The overflow breaker protects too.
+    trip(&x);
+    assert_eq!(r.get(&12).state(), BreakerState::Open);
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_max_keys_sends_everything_to_the_overflow_breaker() {
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(0);
+    assert!(r.get(&1).ptr_eq(r.overflow()));
+    assert!(r.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_million_keys_through_a_cap_of_100k_keep_len_bounded() {
+    let r: BreakerRegistry<u64> = BreakerRegistry::new(cfg()).max_keys(100_000);
+    let mut overflowed = 0u32;
+    for k in 0..1_000_000u64 {
+        let b = r.get(&k);
+        overflowed += u32::from(b.ptr_eq(r.overflow()));
+        if k % 100_000 == 0 {
+            assert!(r.len() <= 100_000);
+        }
+    }
+    assert!(r.len() <= 100_000);
+    assert!(
+        r.len() > 90_000,
+        "eviction frees room in batches, not all at once"
+    );
+    assert_eq!(overflowed, 0, "idle closed breakers were always evictable");
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_key_config_overrides_apply() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(cfg())
+        .with_key_config("vip".into(), cfg().consecutive_failures(3))
+        .unwrap();
+    trip(&r.get("vip"));
+    assert_eq!(r.get("vip").state(), BreakerState::Closed);
+    trip(&r.get("regular"));
+    assert_eq!(r.get("regular").state(), BreakerState::Open);
+    let bad = BreakerRegistry::<String>::new(cfg())
+        .with_key_config("x".into(), cfg().half_open_probes(0))
+        .unwrap_err();
+    assert_eq!(bad.field(), "half_open_probes");
+}
+
+#[test]
+fn try_new_refuses_a_bad_config() {
+    let e = BreakerRegistry::<String>::try_new(BreakerConfig::default().failure_rate(0.0, S))
+        .unwrap_err();
+    assert_eq!(e.field(), "failure_rate.ratio");
+}
+
+#[test]
+#[should_panic(expected = "open_duration")]
+fn new_panics_on_a_config_try_new_refuses() {
+    let _ = BreakerRegistry::<String>::new(BreakerConfig::default().open_duration(Duration::ZERO));
+}
+
+#[test]
+fn concurrent_first_gets_of_one_key_create_one_breaker() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    for _ in 0..50 {
+        let r: BreakerRegistry<String> = BreakerRegistry::new(cfg());
+        let barrier = std::sync::Barrier::new(8);
+        let got: Vec<Breaker> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    let (r, barrier, h) = (&r, &barrier, rt.handle().clone());
+                    s.spawn(move || {
+                        let _g = h.enter();
+                        barrier.wait();
+                        r.get("tenant")
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(got.iter().all(|b| b.ptr_eq(&got[0])));
+        assert_eq!(r.len(), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_breakers_kept_by_housekeeping_keep_their_counts_and_generation() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(
+        BreakerConfig::default()
+            .consecutive_failures(3)
+            .failure_rate(0.5, 30 * S),
+    );
+    let b = r.get("t");
+    trip(&b); // no trip: 1 of 3
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    b.reset();
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    let generation = b.snapshot().generation;
+    drop(b);
+    advance(31 * S).await; // the window empties
+    r.retain_recent(); // compacts the idle breaker
+    let snap = r.snapshot().pop().unwrap();
+    assert_eq!(
+        (snap.consecutive_failures, snap.generation),
+        (1, generation)
+    );
+    let b = r.get("t");
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    assert_eq!(
+        b.state(),
+        BreakerState::Open,
+        "the count survived compaction"
+    );
+}
