@@ -98,6 +98,7 @@ pub mod budget;
 mod call;
 pub mod classify;
 mod error;
+pub mod health;
 mod policy;
 pub mod registry;
 mod sync;
@@ -117,5 +118,6 @@ pub use classify::{
     parse_retry_after_at,
 };
 pub use error::{ConfigError, Error, ExhaustedReason, TimeoutKind};
+pub use health::{HealthChecks, HealthReport, HealthStatus};
 pub use policy::{RetryEvent, SafeCall, SafeCallBuilder};
 pub use registry::BreakerRegistry;

@@ -222,6 +222,16 @@ fn shard_count(max_keys: usize) -> usize {
     (max_keys / 256).clamp(1, MAX_SHARDS).next_power_of_two()
 }
 
+impl<K> Default for BreakerRegistry<K>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+{
+    /// A registry with [`BreakerConfig::default`] for every key.
+    fn default() -> Self {
+        Self::new(BreakerConfig::default())
+    }
+}
+
 /// # Building
 impl<K> BreakerRegistry<K>
 where

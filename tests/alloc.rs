@@ -145,7 +145,11 @@ fn calls_through_a_breaker_allocate_nothing_closed_or_open() {
             let b = breakers.get("org-46cf");
             std::hint::black_box(&b);
         }
-        assert_eq!(allocations() - before, 0, "registry lookup of an existing key");
+        assert_eq!(
+            allocations() - before,
+            0,
+            "registry lookup of an existing key"
+        );
     });
 }
 

@@ -255,3 +255,41 @@ pub struct BreakerSnapshot<K> {
     /// The current generation (bumped by every transition).
     pub generation: u32,
 }
+
+impl<K> BreakerSnapshot<K> {
+    /// A snapshot of a breaker in `state` with no statistics: every count zero,
+    /// no refusal time, not forced, [`BreakerMode::Enabled`]. Set the public
+    /// fields to describe more; this is for tests of code that renders
+    /// snapshots (a health endpoint, a dashboard), since the struct is
+    /// `#[non_exhaustive]`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safecall::{BreakerSnapshot, BreakerState};
+    ///
+    /// let mut open = BreakerSnapshot::new("org-46cf", BreakerState::Open);
+    /// open.consecutive_failures = 5;
+    /// open.retry_in = Some(Duration::from_secs(12));
+    /// assert_eq!(open.failure_rate, 0.0);
+    /// ```
+    #[must_use]
+    pub fn new(key: K, state: BreakerState) -> Self {
+        Self {
+            key,
+            state,
+            consecutive_failures: 0,
+            retry_in: None,
+            tripped_by: None,
+            calls_in_window: 0,
+            failures_in_window: 0,
+            failure_rate: 0.0,
+            probes_in_flight: 0,
+            forced: false,
+            cooling_down: false,
+            mode: BreakerMode::Enabled,
+            generation: 0,
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The health endpoint's building blocks: the service's dependencies, their
+//! checks, and the axum router. `main` (in `health_endpoint.rs`) wires them to
+//! the real environment; `tests/health_endpoint.rs` wires them to test doubles
+//! and requests the router over real HTTP.
+// Shared with the end-to-end test, which uses only some of it.
+#![allow(dead_code)]
+
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use rusqlite::{Connection, OpenFlags};
+use safecall::health::{BreakerCheck, Check, CheckError, HealthChecks, Outcome};
+use safecall::{BreakerSnapshot, ConfigError};
+use tokio::time::Instant;
+
+/// The path the seed service serves its report on.
+pub const HEALTH_PATH: &str = "/api/health/integrations";
+
+/// A secret that never shows itself: `Debug` and `Display` print `[redacted]`.
+/// (A real service would use the `secrecy` crate.)
+#[derive(Clone)]
+pub struct Redacted(String);
+
+impl Redacted {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the one place that sends it to the provider.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The service's SQLite database, reached by URI. Each check opens a fresh
+/// connection and runs `SELECT 1`, so it sees what a new request would.
+#[derive(Clone)]
+pub struct Database {
+    uri: String,
+    /// Keeps a shared in-memory database alive between checks.
+    _keeper: Option<Arc<Mutex<Connection>>>,
+}
+
+impl Database {
+    /// A shared in-memory database named `name`, alive as long as this value.
+    pub fn in_memory(name: &str) -> rusqlite::Result<Self> {
+        let uri = format!("file:{name}?mode=memory&cache=shared");
+        let keeper = Connection::open_with_flags(&uri, flags() | OpenFlags::SQLITE_OPEN_CREATE)?;
+        Ok(Self {
+            uri,
+            _keeper: Some(Arc::new(Mutex::new(keeper))),
+        })
+    }
+
+    /// An existing database at `uri` (`file:/var/lib/app/db.sqlite`); it is not
+    /// created if it is missing.
+    pub fn at(uri: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            _keeper: None,
+        }
+    }
+
+    /// Opens a connection and runs `SELECT 1`, on a blocking thread: SQLite is
+    /// a synchronous library, and a check must not block the runtime.
+    pub async fn ping(&self) -> Result<(), CheckError> {
+        let uri = self.uri.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_with_flags(&uri, flags())?;
+            conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
+        })
+        .await;
+        match result {
+            Ok(Ok(1)) => Ok(()),
+            Ok(Ok(other)) => Err(CheckError::new(format!("SELECT 1 returned {other}"))),
+            // The SQLite error code names the problem without echoing the
+            // connection string.
+            Ok(Err(rusqlite::Error::SqliteFailure(e, _))) => Err(CheckError::new(format!(
+                "cannot query the SQLite database ({:?})",
+                e.code
+            ))
+            .recommend(
+                "Check that the database file exists and that the service may read and write it.",
+            )),
+            Ok(Err(_)) => Err(CheckError::new("cannot query the SQLite database")),
+            Err(_join) => Err(CheckError::new("the database check's thread failed")),
+        }
+    }
+}
+
+fn flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+/// A linked Google Calendar's OAuth access token and when it expires.
+#[derive(Clone, Debug)]
+pub struct CalendarToken {
+    pub access_token: Redacted,
+    pub expires_at: Instant,
+}
+
+/// Where the calendar token lives; a token refresher would update it.
+#[derive(Clone, Debug, Default)]
+pub struct CalendarTokens {
+    current: Arc<RwLock<Option<CalendarToken>>>,
+}
+
+impl CalendarTokens {
+    pub fn set(&self, token: Option<CalendarToken>) {
+        match self.current.write() {
+            Ok(mut current) => *current = token,
+            Err(poisoned) => *poisoned.into_inner() = token,
+        }
+    }
+
+    fn expires_at(&self) -> Option<Instant> {
+        let current = match self.current.read() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        current.as_ref().map(|token| token.expires_at)
+    }
+
+    /// Healthy while a token is linked and valid; degraded otherwise (the
+    /// service still takes calls, it just cannot book them).
+    pub fn check(&self) -> Result<Outcome, CheckError> {
+        let Some(expires_at) = self.expires_at() else {
+            return Ok(
+                Outcome::degraded("No authenticated user or org_id").recommend(
+                    "Link a Google Calendar account for this organisation (OAuth consent screen).",
+                ),
+            );
+        };
+        let now = Instant::now();
+        if expires_at <= now {
+            let ago = now - expires_at;
+            return Ok(Outcome::degraded(format!(
+                "Google Calendar token expired {} ago",
+                minutes(ago)
+            ))
+            .recommend(
+                "The token refresher is not renewing it: check the refresh token and the OAuth client's credentials.",
+            ));
+        }
+        Ok(Outcome::healthy(format!(
+            "Google Calendar token valid for {}",
+            minutes(expires_at - now)
+        )))
+    }
+}
+
+fn minutes(d: Duration) -> String {
+    match d.as_secs().div_ceil(60) {
+        1 => "1 min".to_owned(),
+        n => format!("{n} min"),
+    }
+}
+
+/// Twilio credentials, read from the environment. The values are never shown:
+/// the check reports only whether they are there.
+#[derive(Clone, Debug, Default)]
+pub struct TwilioConfig {
+    pub account_sid: Option<String>,
+    pub auth_token: Option<Redacted>,
+}
+
+impl TwilioConfig {
+    /// Reads `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`; empty counts as unset.
+    pub fn from_env() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self {
+            account_sid: var("TWILIO_ACCOUNT_SID"),
+            auth_token: var("TWILIO_AUTH_TOKEN").map(Redacted::new),
+        }
+    }
+
+    pub fn check(&self) -> Result<Outcome, CheckError> {
+        let missing: Vec<&str> = [
+            ("TWILIO_ACCOUNT_SID", self.account_sid.is_none()),
+            ("TWILIO_AUTH_TOKEN", self.auth_token.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, missing)| missing.then_some(name))
+        .collect();
+        if !missing.is_empty() {
+            let verb = if missing.len() == 1 { "is" } else { "are" };
+            return Err(CheckError::new(format!("{} {verb} not set", missing.join(" and ")))
+                .recommend(format!(
+                    "Set {} in the service's environment and restart it; SMS and voice calls fail until then.",
+                    missing.join(" and ")
+                )));
+        }
+        if self
+            .account_sid
+            .as_deref()
+            .is_some_and(|sid| !sid.starts_with("AC"))
+        {
+            return Err(
+                CheckError::new("TWILIO_ACCOUNT_SID does not look like an account SID")
+                    .recommend("Use the Account SID from the Twilio console (it starts with AC)."),
+            );
+        }
+        Ok(Outcome::healthy("Twilio credentials configured"))
+    }
+}
+
+/// Returns the breakers' snapshots (usually `move || registry.snapshot()`).
+pub type BreakerSource = Arc<dyn Fn() -> Vec<BreakerSnapshot<String>> + Send + Sync>;
+
+/// Everything the health endpoint looks at.
+pub struct Services {
+    pub database: Database,
+    pub calendar: CalendarTokens,
+    pub twilio: TwilioConfig,
+    /// The per-tenant breakers of the Twilio client.
+    pub breakers: BreakerSource,
+    /// Each check's timeout. The seed answers within 500 ms, so 400 ms in
+    /// production.
+    pub check_timeout: Duration,
+    /// How long a report is served again (a load balancer may probe often).
+    pub cache_for: Duration,
+}
+
+/// The checks: the database is critical (no database, no service: 503), the
+/// others are not (a missing credential is the same on every instance, so
+/// taking this one out of rotation would not help).
+pub fn health_checks(services: Services) -> Result<HealthChecks, ConfigError> {
+    let Services {
+        database,
+        calendar,
+        twilio,
+        breakers,
+        check_timeout,
+        cache_for,
+    } = services;
+    HealthChecks::builder()
+        .check(
+            Check::critical("Database", move || {
+                let database = database.clone();
+                async move {
+                    database.ping().await?;
+                    Ok(Outcome::healthy("SQLite connection active"))
+                }
+            })
+            .timeout(check_timeout),
+        )
+        .check(
+            Check::non_critical("Google Calendar", move || {
+                std::future::ready(calendar.check())
+            })
+            .timeout(check_timeout),
+        )
+        .check(
+            Check::non_critical("Twilio", move || std::future::ready(twilio.check()))
+                .timeout(check_timeout),
+        )
+        .check(BreakerCheck::new("Circuit Breakers", move || breakers()).dependency("Twilio"))
+        .cache_for(cache_for)
+        .build()
+}
+
+/// `GET /api/health/integrations`: the report as JSON, 200 when healthy or
+/// degraded, 503 when critical.
+pub fn router(checks: HealthChecks) -> Router {
+    Router::new()
+        .route(HEALTH_PATH, get(health))
+        .with_state(checks)
+}
+
+async fn health(State(checks): State<HealthChecks>) -> impl IntoResponse {
+    let report = checks.run().await;
+    let status =
+        StatusCode::from_u16(report.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(report),
+    )
+}
