@@ -1,12 +1,16 @@
 //! A loom model of the breaker's admission, release and transitions.
 //!
-//! Run with `RUSTFLAGS="--cfg loom" cargo test --test loom --release`
+//! Run with `RUSTFLAGS="--cfg safecall_loom" cargo test --test loom --release`
 //! (exhaustive: no preemption bound; well under a second).
-//! Under `--cfg loom` the crate's `sync` facade swaps std's atomics and mutex
+//! Under `--cfg safecall_loom` the crate's `sync` facade swaps std's atomics and mutex
 //! for loom's, so loom explores every interleaving of the fast paths (atomic
 //! state word, consecutive count, refusal deadline) with the locked
 //! transitions.
-#![cfg(loom)]
+//!
+//! The cfg is `safecall_loom`, not the customary `loom`: under `--cfg loom`
+//! tokio configures out `tokio::net`, and the HTTP dev-dependencies of the
+//! examples (hyper-util) no longer build.
+#![cfg(safecall_loom)]
 
 use std::time::Duration;
 

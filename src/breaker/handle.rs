@@ -120,7 +120,7 @@ impl Core {
         };
         // loom cannot model `OnceLock`; build the extension before any thread
         // exists so the model only sees loom's primitives.
-        #[cfg(loom)]
+        #[cfg(safecall_loom)]
         let _ = core.ext(Instant::now());
         core
     }
@@ -151,7 +151,7 @@ impl Core {
     /// nothing a fresh one would not: closed, nothing pending, an empty
     /// window. Its consecutive-failure count and generation are kept in the
     /// core. Returns whether it was dropped.
-    #[cfg(not(loom))]
+    #[cfg(not(safecall_loom))]
     pub(crate) fn compact(&mut self, now: Instant) -> bool {
         let Some(ext) = self.ext.get() else {
             return false;
@@ -167,7 +167,7 @@ impl Core {
     }
 
     /// loom cannot model the extension's `OnceLock`: never compact.
-    #[cfg(loom)]
+    #[cfg(safecall_loom)]
     pub(crate) fn compact(&mut self, _now: Instant) -> bool {
         false
     }
@@ -744,7 +744,7 @@ impl Breaker {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(safecall_loom)))]
 mod tests {
     use super::*;
 

@@ -152,7 +152,7 @@ impl Machine {
 
     /// Whether a fresh machine of this generation would be the same: closed,
     /// nothing forced, cooling down or remembered.
-    #[cfg(not(loom))]
+    #[cfg(not(safecall_loom))]
     pub(crate) fn is_pristine(&self, now: Instant) -> bool {
         self.phase == Phase::Closed
             && !self.forced
