@@ -11,7 +11,11 @@
 //! of Finagle's and tower's retry budgets.
 //!
 //! First attempts are never refused, and errors that are not retried never spend
-//! the budget. A call refused by the budget ends with
+//! the budget. A policy's budget is shared by all its calls; for a budget **per
+//! key**, so that one noisy tenant cannot spend the retries of the others, give
+//! the breakers of a registry their own with
+//! [`BreakerConfig::retry_budget`](crate::BreakerConfig::retry_budget): a call
+//! through such a breaker spends the breaker's budget instead. A call refused by the budget ends with
 //! [`Error::Exhausted`](crate::Error::Exhausted) and
 //! [`ExhaustedReason::BudgetEmpty`](crate::ExhaustedReason::BudgetEmpty), whose
 //! message says that the limit is this client's own, not the server's.
@@ -208,6 +212,15 @@ impl BudgetState {
             } else {
                 false
             }
+        })
+    }
+
+    /// Whether the window holds no call and no retry now: such a budget is
+    /// equivalent to a fresh one.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.locked(|w, now, pending| {
+            w.date(pending, now);
+            w.totals() == (0, 0)
         })
     }
 

@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, Timeout};
 
 use crate::breaker::{Breaker, BreakerState, Outcome, Permit};
+use crate::budget::BudgetState;
 use crate::error::TimeoutKind;
 use crate::policy::{Inner, RetryEvent, Settings};
 use crate::{Error, ErrorClass, ExhaustedReason, Jitter};
@@ -153,7 +154,9 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
     /// attempt that ran out of time); an [`ErrorClass::CallerFault`] releases the
     /// permit without counting; an [`ErrorClass::RetryAfter`] hint cools the
     /// breaker's key down until the hinted time (if the breaker's config allows)
-    /// without counting as a failure.
+    /// without counting as a failure. If the breaker has a retry budget of its
+    /// own ([`BreakerConfig::retry_budget`](crate::BreakerConfig::retry_budget)),
+    /// the call spends that one instead of the policy's: a budget per key.
     ///
     /// # Examples
     ///
@@ -237,9 +240,16 @@ fn decide(
     Next::Retry { delay, now }
 }
 
-/// Spends one retry from the policy's budget, if it has one.
-fn withdraw(s: &Settings) -> bool {
-    s.budget.as_ref().is_none_or(|b| b.try_withdraw())
+/// The budget a call spends: its breaker's own, else the policy's.
+fn budget_of<'a>(s: &'a Settings, breaker: Option<&'a Breaker>) -> Option<&'a BudgetState> {
+    breaker
+        .and_then(Breaker::retry_budget)
+        .or(s.budget.as_ref())
+}
+
+/// Spends one retry from the call's budget, if it has one.
+fn withdraw(s: &Settings, breaker: Option<&Breaker>) -> bool {
+    budget_of(s, breaker).is_none_or(BudgetState::try_withdraw)
 }
 
 /// If `breaker` is open and will still refuse after `delay`, the time until it
@@ -285,7 +295,7 @@ where
         let mut first_now = None;
         if !*this.started {
             *this.started = true;
-            if let Some(budget) = &s.budget {
+            if let Some(budget) = budget_of(s, *this.breaker) {
                 budget.deposit();
             }
             if let Some(d) = s.deadline {
@@ -426,7 +436,7 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(Err(Error::CircuitOpen { retry_in, attempts }));
                 }
-                if !withdraw(&inner.settings) {
+                if !withdraw(&inner.settings, *this.breaker) {
                     next = Next::GiveUp(ExhaustedReason::BudgetEmpty);
                 }
             }

@@ -286,3 +286,58 @@ async fn a_breaker_only_policy_applies_the_breaker_without_retrying() {
     assert!(err.is_circuit_open());
     assert_eq!(script.calls(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_per_key_keeps_a_noisy_tenant_from_starving_the_others() {
+    // Each key may retry 10 times per 10 s (1/s floor, no share of calls); the
+    // policy's own budget would allow 100.
+    let breakers: BreakerRegistry<String> = BreakerRegistry::new(
+        BreakerConfig::default()
+            .no_consecutive_failures()
+            .no_failure_rate()
+            .retry_budget(RetryBudget::default().min_per_second(1).ratio(0.0)),
+    );
+    let p: SafeCall<TestError> = SafeCall::builder()
+        .max_retries(1)
+        .backoff(Backoff::constant(Duration::ZERO))
+        .classify(classify)
+        .build()
+        .unwrap();
+    let noisy = breakers.get("org-noisy");
+    let mut refused = 0;
+    for _ in 0..20 {
+        let err = p
+            .call(|| async { Err::<(), _>(status(503)) })
+            .breaker(&noisy)
+            .await
+            .unwrap_err();
+        if matches!(
+            err,
+            Error::Exhausted {
+                reason: safecall::ExhaustedReason::BudgetEmpty,
+                ..
+            }
+        ) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 10, "the noisy tenant spent its own 10 retries");
+    // The quiet tenant's budget is untouched.
+    let quiet = breakers.get("org-quiet");
+    let script = Script::<u32, TestError>::new()
+        .then_err(status(503))
+        .then_ok(1);
+    assert_eq!(
+        p.call(|| script.attempt()).breaker(&quiet).await.unwrap(),
+        1
+    );
+    assert_eq!(script.calls(), 2);
+}
+
+#[test]
+fn a_bad_per_key_budget_is_refused() {
+    let err =
+        Breaker::try_new(BreakerConfig::default().retry_budget(RetryBudget::default().ratio(-1.0)))
+            .unwrap_err();
+    assert_eq!(err.field(), "retry_budget.ratio");
+}

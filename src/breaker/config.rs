@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::ConfigError;
 use crate::breaker::Transition;
+use crate::{ConfigError, RetryBudget};
 
 /// How a breaker acts on what it records.
 ///
@@ -93,6 +93,7 @@ pub struct BreakerConfig {
     retry_after_cooldown: bool,
     mode: BreakerMode,
     listener: Option<Listener>,
+    retry_budget: Option<RetryBudget>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +120,7 @@ impl Default for BreakerConfig {
             retry_after_cooldown: true,
             mode: BreakerMode::Enabled,
             listener: None,
+            retry_budget: None,
         }
     }
 }
@@ -139,6 +141,7 @@ impl fmt::Debug for BreakerConfig {
             .field("probe_lease", &self.probe_lease)
             .field("retry_after_cooldown", &self.retry_after_cooldown)
             .field("mode", &self.mode)
+            .field("retry_budget", &self.retry_budget)
             .field(
                 "listener",
                 &self.listener.as_ref().map(|_| "Fn(&Transition)"),
@@ -280,6 +283,31 @@ impl BreakerConfig {
         self
     }
 
+    /// Give each breaker a retry budget of its own (default none: calls use
+    /// their policy's budget).
+    ///
+    /// A call through a breaker that has one spends retries from the breaker's
+    /// budget **instead of** the policy's: in a registry this is a budget per key,
+    /// so one noisy tenant cannot spend the retries of the others. Each key's
+    /// budget has its own floor, so size `min_per_second` for one tenant (the
+    /// floor multiplies with the number of busy keys). The budget lives with the
+    /// breaker's statistics, allocated on first use and given back when an idle
+    /// breaker is compacted or evicted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safecall::{BreakerConfig, BreakerRegistry, RetryBudget};
+    ///
+    /// let per_tenant: BreakerRegistry<String> = BreakerRegistry::new(
+    ///     BreakerConfig::default().retry_budget(RetryBudget::default().min_per_second(1)),
+    /// );
+    /// ```
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.retry_budget = Some(budget);
+        self
+    }
+
     /// Call `listener` after every state transition (outside any lock, on the
     /// thread whose call caused it). It may call back into the breaker.
     pub fn on_transition(
@@ -398,6 +426,9 @@ impl BreakerConfig {
         let successes_to_close = at_least_one("successes_to_close", self.successes_to_close)?;
         let probe_lease = nonzero("probe_lease", self.probe_lease.unwrap_or(open_duration))?;
         let seed = self.seed.unwrap_or_else(random_seed);
+        if let Some(budget) = &self.retry_budget {
+            budget.validate()?;
+        }
         Ok(Settings {
             consecutive,
             rate,
@@ -414,6 +445,7 @@ impl BreakerConfig {
             retry_after_cooldown: self.retry_after_cooldown,
             mode: self.mode,
             listener: self.listener.clone(),
+            retry_budget: self.retry_budget.filter(RetryBudget::is_enabled),
         })
     }
 }
@@ -459,6 +491,8 @@ pub(crate) struct Settings {
     pub(crate) retry_after_cooldown: bool,
     pub(crate) mode: BreakerMode,
     pub(crate) listener: Option<Listener>,
+    /// A retry budget per breaker, if asked for (and enabled).
+    pub(crate) retry_budget: Option<RetryBudget>,
 }
 
 impl fmt::Debug for Settings {

@@ -33,6 +33,7 @@ use crate::breaker::{
     BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Rejected, Transition,
     TransitionCause,
 };
+use crate::budget::BudgetState;
 use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, lock};
 
 const SEEN_SHIFT: u32 = 32;
@@ -93,6 +94,8 @@ struct Ext {
     consecutive: AtomicU32,
     window: Window,
     machine: Mutex<Machine>,
+    /// This breaker's own retry budget, if its config asks for one.
+    budget: Option<BudgetState>,
 }
 
 impl Ext {
@@ -103,6 +106,7 @@ impl Ext {
             consecutive: AtomicU32::new(0),
             window: Window::new(s.rate),
             machine: Mutex::new(Machine::new(now, generation)),
+            budget: s.retry_budget.and_then(|b| b.state()),
         }
     }
 
@@ -158,7 +162,8 @@ impl Core {
         };
         let pristine = lock(&ext.machine).is_pristine(now)
             && ext.consecutive.load(Ordering::Relaxed) == 0
-            && ext.window.stats(ext.nanos(now)).calls == 0;
+            && ext.window.stats(ext.nanos(now)).calls == 0
+            && ext.budget.as_ref().is_none_or(BudgetState::is_idle);
         if pristine {
             self.ext = OnceLock::new();
             self.word.fetch_and(!FLAGS_MASK, Ordering::AcqRel);
@@ -286,6 +291,18 @@ impl Breaker {
 
     pub(crate) fn core(&self) -> &Core {
         &self.0.core
+    }
+
+    /// This breaker's own retry budget ([`BreakerConfig::retry_budget`]), if
+    /// any. Reads the clock only the first time, to build the extension.
+    pub(crate) fn retry_budget(&self) -> Option<&BudgetState> {
+        let core = self.core();
+        core.settings.retry_budget?;
+        let ext = match core.ext.get() {
+            Some(ext) => &**ext,
+            None => core.ext(Instant::now()),
+        };
+        ext.budget.as_ref()
     }
 }
 
