@@ -398,7 +398,7 @@ where
             let inner = *this.inner;
             let class = match &failure {
                 Some(error) => inner.classify.classify(error),
-                None => ErrorClass::Transient,
+                None => inner.settings.timeout_class,
             };
             if let Some(permit) = this.permit.take() {
                 permit.record(breaker_outcome(class));

@@ -75,6 +75,7 @@ pub(crate) struct Settings {
     pub(crate) attempt_timeout: Option<Duration>,
     pub(crate) deadline: Option<Duration>,
     pub(crate) max_retry_after: Duration,
+    pub(crate) timeout_class: ErrorClass,
     pub(crate) budget: Option<BudgetState>,
     rng: AtomicU64,
 }
@@ -229,6 +230,7 @@ impl<E> SafeCall<E> {
 /// | [`attempt_timeout`](SafeCallBuilder::attempt_timeout) | none |
 /// | [`deadline`](SafeCallBuilder::deadline) | none |
 /// | [`max_retry_after`](SafeCallBuilder::max_retry_after) | 60 s |
+/// | [`attempt_timeout_class`](SafeCallBuilder::attempt_timeout_class) | [`ErrorClass::Transient`] |
 /// | [`retry_budget`](SafeCallBuilder::retry_budget) | 20 % of the calls of the last 10 s, at least 10 per second |
 /// | [`classify`](SafeCallBuilder::classify) | every error [`ErrorClass::Transient`] |
 /// | [`seed`](SafeCallBuilder::seed) | random per policy |
@@ -239,6 +241,7 @@ pub struct SafeCallBuilder<E> {
     attempt_timeout: Option<Duration>,
     deadline: Option<Duration>,
     max_retry_after: Duration,
+    timeout_class: ErrorClass,
     budget: RetryBudget,
     classify: Box<dyn Classify<E>>,
     on_retry: Option<OnRetry<E>>,
@@ -253,6 +256,7 @@ impl<E> fmt::Debug for SafeCallBuilder<E> {
             .field("attempt_timeout", &self.attempt_timeout)
             .field("deadline", &self.deadline)
             .field("max_retry_after", &self.max_retry_after)
+            .field("timeout_class", &self.timeout_class)
             .field("budget", &self.budget)
             .field("seed", &self.seed)
             .finish_non_exhaustive()
@@ -274,6 +278,7 @@ impl<E> SafeCallBuilder<E> {
             attempt_timeout: None,
             deadline: None,
             max_retry_after: Duration::from_secs(60),
+            timeout_class: ErrorClass::Transient,
             budget: RetryBudget::default(),
             classify: Box::new(AlwaysTransient),
             on_retry: None,
@@ -300,6 +305,21 @@ impl<E> SafeCallBuilder<E> {
     /// deadline)`. Must not be zero.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// How an attempt that ran past its attempt timeout is classified (default
+    /// [`ErrorClass::Transient`]: retried, and held against the breaker).
+    ///
+    /// A timed-out attempt may still have been carried out by the server. For an
+    /// operation that is not idempotent (an SMS, a payment) without an
+    /// idempotency key, say [`ErrorClass::Permanent`]: the call then ends with
+    /// [`Error::Timeout`](crate::Error::Timeout) instead of trying again, and the
+    /// breaker still counts it. [`ErrorClass::CallerFault`] ends the call
+    /// without counting it; a [`ErrorClass::RetryAfter`] hint is a floor for the
+    /// next wait, as for an error.
+    pub fn attempt_timeout_class(mut self, class: ErrorClass) -> Self {
+        self.timeout_class = class;
         self
     }
 
@@ -382,6 +402,7 @@ impl<E> SafeCallBuilder<E> {
                     attempt_timeout: self.attempt_timeout,
                     deadline: self.deadline,
                     max_retry_after: self.max_retry_after,
+                    timeout_class: self.timeout_class,
                     budget: self.budget.state(),
                     rng: AtomicU64::new(seed),
                 },

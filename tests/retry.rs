@@ -589,3 +589,28 @@ fn error_display_names_the_limit_and_source_points_at_the_cause() {
         "timed out after 1 attempt: the call's deadline passed"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_attempt_of_a_non_idempotent_call_is_not_retried() {
+    let policy = seed_policy()
+        .attempt_timeout(secs(2))
+        .attempt_timeout_class(ErrorClass::Permanent)
+        .build()
+        .unwrap();
+    let script = Script::<u32, TestError>::new().then_hang();
+    let t0 = Instant::now();
+    let err = policy.call(|| script.attempt()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                attempts: 1,
+                kind: TimeoutKind::Attempt,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(script.calls(), 1);
+    assert_eq!(t0.elapsed(), secs(2));
+}
