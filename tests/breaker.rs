@@ -613,3 +613,90 @@ fn many_threads_racing_into_half_open_admit_exactly_half_open_probes() {
         assert_eq!(b.snapshot().probes_in_flight, 0);
     }
 }
+
+/// Calls in a 30 s window of 10 buckets of 3 s, from a log of call times.
+fn exact_calls(log: &[Duration], at: Duration) -> u32 {
+    let bucket = |d: Duration| d.as_nanos() / (3 * S).as_nanos();
+    let now = bucket(at);
+    log.iter().filter(|t| bucket(**t) + 10 > now).count() as u32
+}
+
+#[tokio::test(start_paused = true)]
+async fn successes_without_failures_are_dated_within_their_reading_interval() {
+    // Regression guard for the clock-free success path: with no failure in
+    // the window, successes are counted as pending and dated at the next
+    // reading (every 16th). The window's call count may differ from the exact
+    // one only by successes misplaced across one bucket edge of one reading
+    // interval: at most 16.
+    for step_ms in [10u64, 170, 700] {
+        let b = Breaker::new(
+            BreakerConfig::default()
+                .no_consecutive_failures()
+                .failure_rate(0.5, 30 * S)
+                .minimum_calls(1_000_000),
+        );
+        let start = tokio::time::Instant::now();
+        let mut log = Vec::new();
+        for i in 0..400u32 {
+            b.try_acquire().unwrap().record(Outcome::Success);
+            let at = tokio::time::Instant::now() - start;
+            log.push(at);
+            if i % 7 == 0 {
+                let exact = exact_calls(&log, at);
+                let seen = b.snapshot().calls_in_window;
+                assert!(
+                    seen.abs_diff(exact) <= 16,
+                    "step {step_ms} ms, call {i}: window {seen}, exact {exact}"
+                );
+            }
+            advance(Duration::from_millis(step_ms)).await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_makes_every_later_outcome_exact_again() {
+    let b = Breaker::new(
+        BreakerConfig::default()
+            .no_consecutive_failures()
+            .failure_rate(0.5, 30 * S)
+            .minimum_calls(10),
+    );
+    // 9 successes, one every second: pending, dated when the failure reads the clock.
+    for _ in 0..9 {
+        b.try_acquire().unwrap().record(Outcome::Success);
+        advance(S).await;
+    }
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    let s = b.snapshot();
+    assert_eq!((s.calls_in_window, s.failures_in_window), (10, 1));
+    // From now on each outcome reads the clock: exact counts decide.
+    for _ in 0..7 {
+        b.try_acquire().unwrap().record(Outcome::Failure);
+    }
+    assert_eq!(b.state(), BreakerState::Closed, "8 of 17 is below half");
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    assert_eq!(b.state(), BreakerState::Open, "9 of 18 is half: trips");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pending_successes_older_than_the_window_are_dropped() {
+    let b = Breaker::new(
+        BreakerConfig::default()
+            .no_consecutive_failures()
+            .failure_rate(0.5, 30 * S)
+            .minimum_calls(2),
+    );
+    // 5 successes over the first 4 s, then nothing for 10 minutes.
+    for _ in 0..5 {
+        b.try_acquire().unwrap().record(Outcome::Success);
+        advance(S).await;
+    }
+    advance(600 * S).await;
+    // The first reading since: the pending successes are spread over the 605 s
+    // since the start, and all but the last 30 s of that leaves the window.
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    let s = b.snapshot();
+    assert_eq!(s.failures_in_window, 1);
+    assert!(s.calls_in_window <= 2, "{s:?}");
+}

@@ -466,19 +466,28 @@ impl Breaker {
             RateRule::None => return,
             RateRule::Time { ratio, .. } | RateRule::Count { ratio, .. } => ratio,
         };
-        let (ext, now, t) = match core.settings.rate {
+        let ext = match core.ext.get() {
+            Some(ext) => &**ext,
+            None => core.ext(Instant::now()),
+        };
+        let (now, t) = match core.settings.rate {
             RateRule::Time { .. } => {
+                // Counted as pending; the clock is read only when the window
+                // may hold a failure, or for every 16th success.
+                if !ext.window.defer_success() {
+                    return;
+                }
                 let now = Instant::now();
-                let ext = core.ext(now);
-                (ext, Some(now), ext.nanos(now))
+                let t = ext.nanos(now);
+                ext.window.settle(t);
+                (Some(now), t)
             }
             // A count window needs no time.
-            _ => match core.ext.get() {
-                Some(ext) => (&**ext, None, 0),
-                None => (core.ext(Instant::now()), None, 0),
-            },
+            _ => {
+                ext.window.record(0, false);
+                (None, 0)
+            }
         };
-        ext.window.record(t, false);
         // Summing the window is needed only if it may hold a failure: a
         // success can then be the call that reaches `minimum_calls`.
         if let Some(generation) = generation {

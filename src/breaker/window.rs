@@ -8,6 +8,16 @@
 //! for a newer epoch. A bucket that reaches 2^20 - 1 calls halves both of its
 //! counts (the ratio is kept, the window becomes a sample).
 //!
+//! A success does not read the clock while the window holds no failure: the
+//! failure rate is then zero wherever the success lands, so it is only counted
+//! as *pending*. Pending successes are dated at the next clock reading (every
+//! 16th success, any failure, any look at the statistics), spread evenly over
+//! the time since the previous reading; the part of that time that has left the
+//! window is dropped. Once the window may hold a failure, every outcome reads
+//! the clock and lands in its exact bucket, so the trip decision is made on
+//! exact counts. The estimate only ever places a success within the span
+//! between two readings it really fell in.
+//!
 //! A *count window* keeps the last `n` outcomes in a ring of bytes, with
 //! running totals; it needs no clock.
 //!
@@ -88,6 +98,25 @@ impl Window {
         }
     }
 
+    /// Count a success without reading the clock, if the window allows it.
+    /// Returns `true` when the caller must read the clock and
+    /// [`settle`](Self::settle) the window instead (the success is then
+    /// already counted as pending).
+    #[inline]
+    pub(crate) fn defer_success(&self) -> bool {
+        match self {
+            Window::Time(w) => w.defer_success(),
+            Window::None | Window::Count(_) => true,
+        }
+    }
+
+    /// Date the pending successes of a time window at `at`.
+    pub(crate) fn settle(&self, at: u64) {
+        if let Window::Time(w) = self {
+            w.flush(at);
+        }
+    }
+
     /// Record one outcome; `at` is nanoseconds since the breaker's time base
     /// (ignored by a count window).
     pub(crate) fn record(&self, at: u64, failed: bool) {
@@ -126,6 +155,9 @@ impl Window {
     }
 }
 
+/// Successes between two clock readings while the window holds no failure.
+const READ_EVERY: u64 = 16;
+
 /// Time-bucketed counts, see the module docs.
 #[derive(Debug)]
 pub(crate) struct TimeWindow {
@@ -133,6 +165,10 @@ pub(crate) struct TimeWindow {
     width: u64,
     /// 1 + the time of the latest recorded failure (0: none since cleared).
     last_failure: AtomicU64,
+    /// Successes counted but not yet dated.
+    pending: AtomicU64,
+    /// 1 + the time of the latest clock reading (0: none since cleared).
+    last_read: AtomicU64,
 }
 
 fn pack(epoch: u64, failures: u64, calls: u64) -> u64 {
@@ -153,6 +189,66 @@ impl TimeWindow {
             buckets: (0..buckets.max(1)).map(|_| AtomicU64::new(0)).collect(),
             width: width_nanos.max(1),
             last_failure: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            last_read: AtomicU64::new(0),
+        }
+    }
+
+    /// Count a success as pending; `true` if the clock must be read now: every
+    /// [`READ_EVERY`]th success, and every success while the window may hold
+    /// a failure (judged at the latest reading, which can only err towards
+    /// reading).
+    #[inline]
+    fn defer_success(&self) -> bool {
+        let n = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % READ_EVERY == 0 {
+            return true;
+        }
+        let read = self.last_read.load(Ordering::Relaxed);
+        self.may_hold_failures(read.saturating_sub(1))
+    }
+
+    /// Date the pending successes: spread evenly over the time since the
+    /// previous reading, the part before the window dropped.
+    pub(crate) fn flush(&self, at: u64) {
+        let previous = self
+            .last_read
+            .fetch_max(at.saturating_add(1), Ordering::Relaxed);
+        let pending = self.pending.swap(0, Ordering::Relaxed);
+        if pending == 0 {
+            return;
+        }
+        // Never read: the window's time base (its creation) bounds them.
+        let from = previous.saturating_sub(1).min(at);
+        let span = at - from;
+        let (first_idx, last_idx) = (from / self.width, at / self.width);
+        if span == 0 || first_idx == last_idx {
+            self.add(at, 0, pending);
+            return;
+        }
+        let n = self.buckets.len() as u64;
+        let oldest = first_idx.max(last_idx.saturating_sub(n - 1));
+        // How many of the pending successes fell before time `x`, if they
+        // arrived evenly; the shares of consecutive buckets add up exactly.
+        let before = |x: u64| -> u64 {
+            let part = u128::from(pending) * u128::from(x - from) / u128::from(span);
+            u64::try_from(part).unwrap_or(pending)
+        };
+        for idx in oldest..=last_idx {
+            let lo = (idx * self.width).max(from);
+            let hi = if idx == last_idx {
+                at
+            } else {
+                ((idx + 1) * self.width).min(at)
+            };
+            let share = if idx == last_idx {
+                pending - before(lo)
+            } else {
+                before(hi) - before(lo)
+            };
+            if share > 0 {
+                self.add(lo, 0, share);
+            }
         }
     }
 
@@ -173,10 +269,18 @@ impl TimeWindow {
     }
 
     pub(crate) fn record(&self, at: u64, failed: bool) {
+        self.flush(at);
         if failed {
             self.last_failure
                 .fetch_max(at.saturating_add(1), Ordering::Relaxed);
         }
+        self.add(at, u64::from(failed), 1);
+    }
+
+    /// Add `calls` outcomes, `failures` of them failed, to the bucket of `at`.
+    fn add(&self, at: u64, failures: u64, calls: u64) {
+        let calls = calls.min(FIELD_MAX);
+        let failures = failures.min(calls);
         let (slot, epoch) = self.index(at);
         let Some(bucket) = self.buckets.get(slot) else {
             return;
@@ -195,11 +299,11 @@ impl TimeWindow {
                 f = 0;
                 c = 0;
             }
-            if c == FIELD_MAX {
+            while c + calls > FIELD_MAX {
                 f >>= 1;
                 c >>= 1;
             }
-            let new = pack(epoch, f + u64::from(failed), c + 1);
+            let new = pack(epoch, f + failures, c + calls);
             match bucket.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(actual) => cur = actual,
@@ -208,6 +312,7 @@ impl TimeWindow {
     }
 
     pub(crate) fn stats(&self, at: u64) -> WindowStats {
+        self.flush(at);
         let (_, epoch) = self.index(at);
         let n = self.buckets.len() as u64;
         let mut s = WindowStats::default();
@@ -228,6 +333,9 @@ impl TimeWindow {
             b.store(0, Ordering::Relaxed);
         }
         self.last_failure.store(0, Ordering::Relaxed);
+        // Successes pending now came before the clear; `last_read` stays, as
+        // the lower bound of the ones to come.
+        self.pending.store(0, Ordering::Relaxed);
     }
 }
 
@@ -294,6 +402,30 @@ mod tests {
     use super::*;
 
     const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn pending_successes_are_spread_evenly_between_readings() {
+        let w = TimeWindow::new(10, 3 * SEC);
+        w.flush(0); // a reading at 0
+        for _ in 0..10 {
+            assert!(!w.defer_success());
+        }
+        // Dated at 6 s: half in 0..3 s, half in 3..6 s.
+        w.flush(6 * SEC);
+        assert_eq!(w.stats(6 * SEC).calls, 10);
+        // At 30 s the bucket 0..3 s leaves the window with its 5.
+        assert_eq!(w.stats(30 * SEC).calls, 5);
+        assert_eq!(w.stats(33 * SEC).calls, 0);
+    }
+
+    #[test]
+    fn every_16th_success_and_any_possible_failure_ask_for_the_clock() {
+        let w = TimeWindow::new(10, 3 * SEC);
+        let asks = (0..32).filter(|_| w.defer_success()).count();
+        assert_eq!(asks, 2);
+        w.record(SEC, true);
+        assert!(w.defer_success(), "a failure is in the window");
+    }
 
     #[test]
     fn counts_land_in_their_bucket_and_expire_bucket_by_bucket() {
