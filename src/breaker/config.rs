@@ -170,9 +170,10 @@ impl BreakerConfig {
     ///
     /// `ratio` must be in (0, 1]; `window` must be non-zero. The window is kept
     /// in [`window_buckets`](Self::window_buckets) buckets (default 10) that
-    /// expire one by one. Recording an outcome into a time window reads the
-    /// clock once; use [`count_window`](Self::count_window) or
-    /// [`no_failure_rate`](Self::no_failure_rate) for a clock-free success path.
+    /// expire one by one. While the window holds no failure a success reads no
+    /// clock (it is dated at the next reading, every 16th success); a failure,
+    /// and every outcome while one may be in the window, reads the clock once
+    /// and is counted exactly.
     pub fn failure_rate(mut self, ratio: f64, window: Duration) -> Self {
         self.rate = Some((ratio, RateWindow::Time(window)));
         self

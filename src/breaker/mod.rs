@@ -74,9 +74,12 @@
 //!
 //! A closed-state success takes no lock and allocates nothing: one atomic load
 //! to admit, one to check the consecutive-failure count. A time-windowed
-//! failure rate (the default) adds one clock read and one compare-and-swap on
-//! the bucket per recorded outcome; a consecutive-failure-only or
-//! [`count_window`] breaker reads no clock on a success. A refusal while open
+//! failure rate (the default) adds one atomic increment per success while the
+//! window holds no failure, and one clock read every 16th success to date them
+//! (see the `window` module); while a failure may be in the window, every
+//! outcome reads the clock and lands in its exact bucket. A
+//! consecutive-failure-only or [`count_window`] breaker reads no clock on a
+//! success. A refusal while open
 //! reads the clock once and allocates nothing. Failures and half-open calls
 //! take a short per-breaker lock around one pure transition
 //! (see the `state` module).
