@@ -262,9 +262,18 @@ impl Backoff {
         from_nanos(raw.min(cap)).min(self.max_delay)
     }
 
+    /// Whether every delay of this schedule is zero (a zero base: retry at
+    /// once), whatever the growth and the jitter.
+    pub(crate) fn is_zero(&self) -> bool {
+        self.base.is_zero() || self.max_delay.is_zero()
+    }
+
     /// The jittered delay before retry `retry` (1-based), given the previous
     /// delay of the call (for decorrelated jitter) and a uniform random `u64`.
     pub(crate) fn delay(&self, retry: u32, previous: Duration, random: u64) -> Duration {
+        if self.is_zero() {
+            return Duration::ZERO;
+        }
         let cap = nanos(self.max_delay);
         let d = match self.jitter {
             Jitter::None => return self.scheduled_delay(retry),
@@ -284,7 +293,10 @@ impl Backoff {
 }
 
 fn nanos(d: Duration) -> f64 {
-    d.as_nanos() as f64
+    // Not `d.as_nanos() as f64`: a u128-to-f64 conversion is a software
+    // routine (`__floattidf`, about 60 instructions); this is two conversions
+    // of 64-bit values and a multiply-add.
+    d.as_secs() as f64 * 1e9 + f64::from(d.subsec_nanos())
 }
 
 fn from_nanos(n: f64) -> Duration {
@@ -445,6 +457,33 @@ mod tests {
         assert_eq!(a, c);
         let other: Vec<_> = b.delays(100).take(20).collect();
         assert_ne!(a, other);
+    }
+
+    #[test]
+    fn a_constant_delay_above_the_default_cap_is_valid_and_kept() {
+        // Mutation-testing regression: `constant` raises the cap to its delay.
+        let b = Backoff::constant(S(90));
+        assert!(b.validate().is_ok());
+        assert_eq!(b.delays(0).take(2).collect::<Vec<_>>(), [S(90), S(90)]);
+    }
+
+    #[test]
+    fn a_factor_of_exactly_one_is_valid() {
+        // Mutation-testing regression: the bound is `factor >= 1`, inclusive.
+        let b = Backoff::exponential(S(2)).factor(1.0).jitter(Jitter::None);
+        assert!(b.validate().is_ok());
+        assert_eq!(b.delays(0).take(3).collect::<Vec<_>>(), [S(2); 3]);
+    }
+
+    #[test]
+    fn accessors_report_the_configuration() {
+        let b = Backoff::linear(MS(5)).max_delay(S(9)).jitter(Jitter::Equal);
+        assert_eq!(
+            (b.base(), b.cap(), b.jitter_kind()),
+            (MS(5), S(9), Jitter::Equal)
+        );
+        assert_eq!(Backoff::constant(MS(1)).jitter_kind(), Jitter::None);
+        assert_eq!(Backoff::default(), Backoff::exponential(S(1)));
     }
 
     #[test]

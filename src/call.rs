@@ -216,7 +216,7 @@ fn decide(
     if attempts > s.max_retries {
         return Next::GiveUp(ExhaustedReason::RetriesUsedUp);
     }
-    let random = if s.backoff.jitter_kind() == Jitter::None {
+    let random = if s.backoff.jitter_kind() == Jitter::None || s.backoff.is_zero() {
         0
     } else {
         s.random()

@@ -1,14 +1,22 @@
-//! Hot-path costs of the breaker and the registry, against a bare map, a
-//! sharded std map and dashmap. Run: `cd perf && cargo bench`.
+//! The breakers alone (their synchronous APIs, no retry, no future), on one
+//! thread and on two threads sharing one breaker or one registry: safecall
+//! against failsafe and recloser, configured equivalently (see the crate docs).
+//!
+//! Two-thread cases report the wall time of one thread's calls divided by its
+//! number of calls: the latency per call a thread sees while the other thread
+//! hammers the same breaker (the machine has 2 cores).
+//!
+//! Run: `cargo bench -p safecall-bench --bench breaker`.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::hint::black_box;
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant as StdInstant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use safecall::{Breaker, BreakerConfig, BreakerRegistry, Outcome};
+use failsafe::CircuitBreaker as _;
+use safecall::{Breaker, BreakerRegistry, Outcome};
+use safecall_bench::{
+    FailsafeBreaker, OPEN, failsafe_breaker, key, recloser_breaker, safecall_configs, shuffled,
+};
 
 fn success(b: &Breaker) {
     if let Ok(p) = b.try_acquire() {
@@ -16,153 +24,110 @@ fn success(b: &Breaker) {
     }
 }
 
-fn breaker(c: &mut Criterion) {
-    let mut g = c.benchmark_group("breaker");
-    g.bench_function("tokio Instant::now (reference)", |i| {
+fn failsafe_success(f: &FailsafeBreaker) {
+    black_box(f.call(|| Ok::<_, ()>(())).is_ok());
+}
+
+fn recloser_success(r: &recloser::Recloser) {
+    black_box(r.call(|| Ok::<_, ()>(())).is_ok());
+}
+
+/// Wall time of `iters` calls of `f` on each of two threads, divided by `iters`.
+fn two_threads(iters: u64, f: impl Fn(u64) + Sync) -> Duration {
+    let start = StdInstant::now();
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let f = &f;
+            s.spawn(move || {
+                for i in 0..iters {
+                    f(i * 2 + t);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn one_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("breaker_alone");
+    g.bench_function("clock: tokio Instant::now (reference)", |i| {
         i.iter(tokio::time::Instant::now)
     });
-    let configs = [
-        (
-            "default (50 % over 30 s time window)",
-            BreakerConfig::default(),
-        ),
-        (
-            "consecutive failures only",
-            BreakerConfig::default().no_failure_rate(),
-        ),
-        (
-            "count window (last 100 calls)",
-            BreakerConfig::default().count_window(0.5, 100),
-        ),
-    ];
-    for (name, config) in &configs {
-        let b = Breaker::new(config.clone());
-        g.bench_function(format!("closed success / {name}"), |i| {
+    for (name, config) in safecall_configs::all() {
+        let b = Breaker::new(config);
+        g.bench_function(format!("safecall_{name}"), |i| {
             i.iter(|| success(black_box(&b)))
         });
     }
-    let open = Breaker::new(
-        BreakerConfig::default()
-            .consecutive_failures(1)
-            .open_duration(Duration::from_secs(3600)),
-    );
-    if let Ok(p) = open.try_acquire() {
-        p.record(Outcome::Failure);
-    }
-    g.bench_function("open rejection", |i| {
-        i.iter(|| black_box(black_box(&open).try_acquire().is_err()))
-    });
-    for (name, config) in &configs {
-        let b = Breaker::new(config.clone());
-        g.bench_function(format!("2 threads, one breaker, per call / {name}"), |i| {
-            i.iter_custom(|iters| {
-                let start = StdInstant::now();
-                std::thread::scope(|s| {
-                    for _ in 0..2 {
-                        s.spawn(|| {
-                            for _ in 0..iters {
-                                success(black_box(&b));
-                            }
-                        });
-                    }
-                });
-                start.elapsed()
-            })
-        });
-    }
+    let f = failsafe_breaker(OPEN);
+    g.bench_function("failsafe", |i| i.iter(|| failsafe_success(black_box(&f))));
+    let r = recloser_breaker(OPEN);
+    g.bench_function("recloser", |i| i.iter(|| recloser_success(black_box(&r))));
     g.finish();
 }
 
-const KEYS: usize = 1_000_000;
-
-fn lookup(c: &mut Criterion) {
-    let keys: Vec<String> = (0..KEYS).map(|i| format!("org-{i:07}")).collect();
-    // A fixed pseudo-random visiting order (no cache-friendly sequence).
-    let mut order: Vec<usize> = (0..KEYS).collect();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..KEYS).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        order.swap(i, (x % (i as u64 + 1)) as usize);
+fn contention(c: &mut Criterion) {
+    let mut g = c.benchmark_group("two_threads_one_breaker");
+    for (name, config) in safecall_configs::all() {
+        let b = Breaker::new(config);
+        success(&b);
+        g.bench_function(format!("safecall_{name}"), |i| {
+            i.iter_custom(|iters| two_threads(iters, |_| success(black_box(&b))))
+        });
     }
-    let probe: Vec<&str> = order.iter().map(|&i| keys[i].as_str()).collect();
-
-    let mut g = c.benchmark_group("lookup of an existing key among 1,000,000");
-    let bare: HashMap<String, u64> = keys.iter().cloned().zip(0..).collect();
-    let mut n = 0usize;
-    g.bench_function("bare std HashMap<String, u64>::get", |i| {
-        i.iter(|| {
-            n = (n + 1) % KEYS;
-            black_box(bare.get(probe[n]).copied())
-        })
+    let f = failsafe_breaker(OPEN);
+    g.bench_function("failsafe", |i| {
+        i.iter_custom(|iters| two_threads(iters, |_| failsafe_success(black_box(&f))))
     });
+    let r = recloser_breaker(OPEN);
+    g.bench_function("recloser", |i| {
+        i.iter_custom(|iters| two_threads(iters, |_| recloser_success(black_box(&r))))
+    });
+    g.finish();
 
-    let registry: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default())
+    // One registry (1,000 keys, each thread walking a shuffled order): lookup + call.
+    const KEYS: usize = 1_000;
+    let names: Vec<String> = (0..KEYS).map(key).collect();
+    let probe: Vec<&str> = shuffled(KEYS).iter().map(|&i| names[i].as_str()).collect();
+    let mut g = c.benchmark_group("two_threads_one_registry");
+    let registry: BreakerRegistry<String> = BreakerRegistry::new(safecall_configs::default())
         .max_keys(KEYS)
         .idle_ttl(Duration::from_secs(3600));
-    for k in &keys {
-        drop(registry.get(k));
+    for k in &names {
+        success(&registry.get(k.as_str()));
     }
-    g.bench_function("BreakerRegistry::get (returns a Breaker handle)", |i| {
-        i.iter(|| {
-            n = (n + 1) % KEYS;
-            black_box(registry.get(probe[n]))
-        })
-    });
-
-    // The alternatives considered for the registry's map.
-    let state = RandomState::new();
-    let shards: Vec<RwLock<HashMap<String, Breaker>>> =
-        (0..64).map(|_| RwLock::new(HashMap::new())).collect();
-    for k in &keys {
-        let h = state.hash_one(k.as_str());
-        shards[(h >> 32) as usize & 63]
-            .write()
-            .unwrap()
-            .insert(k.clone(), Breaker::new(BreakerConfig::default()));
-    }
-    g.bench_function(
-        "64 std RwLock<HashMap<String, Breaker>> shards, get + clone",
-        |i| {
-            i.iter(|| {
-                n = (n + 1) % KEYS;
-                let k = probe[n];
-                let h = state.hash_one(k);
-                let g = shards[(h >> 32) as usize & 63].read().unwrap();
-                black_box(g.get(k).cloned())
-            })
-        },
-    );
-    drop(shards);
-
-    let dash: dashmap::DashMap<String, Breaker> = dashmap::DashMap::new();
-    for k in &keys {
-        dash.insert(k.clone(), Breaker::new(BreakerConfig::default()));
-    }
-    g.bench_function("dashmap::DashMap<String, Breaker>, get + clone", |i| {
-        i.iter(|| {
-            n = (n + 1) % KEYS;
-            black_box(dash.get(probe[n]).map(|e| e.value().clone()))
-        })
-    });
-    drop(dash);
-
-    let arc_registry = Arc::new(registry);
-    g.bench_function("BreakerRegistry::get, 2 threads, per lookup", |i| {
+    assert_eq!(registry.len(), KEYS);
+    g.bench_function("safecall", |i| {
         i.iter_custom(|iters| {
-            let start = StdInstant::now();
-            std::thread::scope(|s| {
-                for t in 0..2usize {
-                    let (r, probe) = (&arc_registry, &probe);
-                    s.spawn(move || {
-                        for j in 0..iters as usize {
-                            black_box(r.get(probe[(j * 2 + t) % KEYS]));
-                        }
-                    });
+            two_threads(iters, |j| {
+                success(&registry.get(probe[j as usize % KEYS]));
+            })
+        })
+    });
+    let dash_f: dashmap::DashMap<String, FailsafeBreaker> = names
+        .iter()
+        .map(|k| (k.clone(), failsafe_breaker(OPEN)))
+        .collect();
+    g.bench_function("failsafe (DashMap)", |i| {
+        i.iter_custom(|iters| {
+            two_threads(iters, |j| {
+                if let Some(f) = dash_f.get(probe[j as usize % KEYS]) {
+                    failsafe_success(f.value());
                 }
-            });
-            start.elapsed()
+            })
+        })
+    });
+    let dash_r: dashmap::DashMap<String, recloser::Recloser> = names
+        .iter()
+        .map(|k| (k.clone(), recloser_breaker(OPEN)))
+        .collect();
+    g.bench_function("recloser (DashMap)", |i| {
+        i.iter_custom(|iters| {
+            two_threads(iters, |j| {
+                if let Some(r) = dash_r.get(probe[j as usize % KEYS]) {
+                    recloser_success(r.value());
+                }
+            })
         })
     });
     g.finish();
@@ -174,6 +139,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = breaker, lookup
+    targets = one_thread, contention
 }
 criterion_main!(benches);

@@ -1,16 +1,14 @@
-//! Bytes per idle tenant breaker in a registry of 1,000,000 keys, from the
-//! process's resident set (`/proc/self/statm`). Run with
-//! `cargo bench --bench registry_memory`.
+//! Bytes per tenant breaker at 1,000,000 keys, from the process's resident set
+//! (`/proc/self/statm`) and from the live heap: safecall's registry against
+//! recloser's and failsafe's breakers kept in a `DashMap` (neither crate has a
+//! keyed registry; a concurrent map is what a service would use).
+//! Run with `cargo bench -p safecall-bench --bench registry_memory`.
 //!
 //! Each scenario runs in a fresh child process (freed memory is not returned
-//! to the OS, so scenarios cannot share one) and prints RSS growth per key:
-//!
-//! - a bare `HashMap<String, ()>` of the same keys: the floor any keyed map pays;
-//! - the registry after one `get` per key;
-//! - after one recorded success per key (which builds the breaker's window,
-//!   for the default 30 s time window);
-//! - the same, once the window has emptied and housekeeping has compacted the
-//!   idle breakers (`retain_recent`): an idle tenant.
+//! to the OS, so scenarios cannot share one); the children run concurrently
+//! (RSS is per process) and print RSS growth per key. The idle scenarios wait
+//! 34 s of real time for safecall's 30 s window to empty (no paused clock here:
+//! this crate does not use tokio's `test-util`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -49,15 +47,22 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOC: Counting = Counting;
 
 use safecall::{BreakerConfig, BreakerRegistry, Outcome};
+use safecall_bench::{FailsafeBreaker, OPEN, failsafe_breaker, key, recloser_breaker};
 
 const KEYS: usize = 1_000_000;
-const SCENARIOS: [&str; 6] = [
+/// Long enough for a 30 s window (10 buckets of 3 s) to have emptied after the
+/// last key was recorded.
+const IDLE: Duration = Duration::from_secs(34);
+const SCENARIOS: [&str; 9] = [
     "bare HashMap<String, ()> (reference)",
-    "registry, default config, get only",
-    "registry, consecutive-failures only, 1 success per key",
-    "registry, default config (30 s window), 1 success per key",
-    "registry, default config, 1 success per key, idle 31 s + housekeeping",
-    "registry, default config, 1 failure per key, idle 31 s + housekeeping",
+    "bare DashMap<String, ()> (reference)",
+    "safecall registry, get only (never called)",
+    "safecall registry, consecutive-failures config, 1 success per key",
+    "safecall registry, default config, 1 success per key (window live)",
+    "safecall registry, default config, 1 success per key, idle 34 s + housekeeping",
+    "safecall registry, default config, 1 failure per key, idle 34 s + housekeeping",
+    "recloser in DashMap<String, Recloser>, 1 success per key",
+    "failsafe in DashMap<String, StateMachine>, 1 success per key",
 ];
 
 fn rss_bytes() -> usize {
@@ -70,10 +75,6 @@ fn rss_bytes() -> usize {
     pages * 4096
 }
 
-fn key(i: usize) -> String {
-    format!("org-{i:07}")
-}
-
 fn registry(config: BreakerConfig) -> BreakerRegistry<String> {
     BreakerRegistry::new(config)
         .max_keys(KEYS)
@@ -84,40 +85,40 @@ fn heap() -> usize {
     LIVE.load(Ordering::Relaxed).max(0) as usize
 }
 
+/// (RSS growth, live heap growth) in bytes.
 fn run(scenario: usize) -> (usize, usize) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
-    let _clock = rt.enter();
     let before = rss_bytes();
     let heap_before = heap();
-    let rss = match scenario {
+    let measure = || (rss_bytes().saturating_sub(before), heap() - heap_before);
+    match scenario {
         0 => {
-            let mut bare: HashMap<String, ()> = HashMap::new();
-            for i in 0..KEYS {
-                bare.insert(key(i), ());
-            }
-            let used = rss_bytes() - before;
+            let bare: HashMap<String, ()> = (0..KEYS).map(|i| (key(i), ())).collect();
+            let m = measure();
             black_box(&bare);
-            return (used, heap() - heap_before);
+            m
         }
         1 => {
+            let bare: dashmap::DashMap<String, ()> = (0..KEYS).map(|i| (key(i), ())).collect();
+            let m = measure();
+            black_box(&bare);
+            m
+        }
+        2 => {
             let r = registry(BreakerConfig::default());
             for i in 0..KEYS {
                 drop(r.get(&key(i)));
             }
-            return (rss_bytes() - before, heap() - heap_before);
+            assert_eq!(r.len(), KEYS);
+            measure()
         }
-        2..=5 => {
-            let config = if scenario == 2 {
+        3..=6 => {
+            let config = if scenario == 3 {
                 BreakerConfig::default().no_failure_rate()
             } else {
                 BreakerConfig::default()
             };
             let r = registry(config);
-            let outcome = if scenario == 5 {
+            let outcome = if scenario == 6 {
                 Outcome::Failure
             } else {
                 Outcome::Success
@@ -128,16 +129,38 @@ fn run(scenario: usize) -> (usize, usize) {
                     p.record(outcome);
                 }
             }
-            if scenario >= 4 {
-                rt.block_on(tokio::time::advance(Duration::from_secs(31)));
+            if scenario >= 5 {
+                std::thread::sleep(IDLE);
                 r.retain_recent();
             }
             assert_eq!(r.len(), KEYS);
-            return (rss_bytes() - before, heap() - heap_before);
+            measure()
         }
-        _ => 0,
-    };
-    (rss, 0)
+        7 => {
+            let map: dashmap::DashMap<String, recloser::Recloser> = (0..KEYS)
+                .map(|i| (key(i), recloser_breaker(OPEN)))
+                .collect();
+            for e in map.iter() {
+                let _ = e.value().call(|| Ok::<_, ()>(()));
+            }
+            let m = measure();
+            black_box(&map);
+            m
+        }
+        8 => {
+            use failsafe::CircuitBreaker as _;
+            let map: dashmap::DashMap<String, FailsafeBreaker> = (0..KEYS)
+                .map(|i| (key(i), failsafe_breaker(OPEN)))
+                .collect();
+            for e in map.iter() {
+                let _ = e.value().call(|| Ok::<_, ()>(()));
+            }
+            let m = measure();
+            black_box(&map);
+            m
+        }
+        _ => (0, 0),
+    }
 }
 
 fn main() {
@@ -147,11 +170,18 @@ fn main() {
         return;
     }
     let exe = std::env::current_exe().expect("own path");
-    for (i, label) in SCENARIOS.iter().enumerate() {
-        let out = std::process::Command::new(&exe)
-            .env("SAFECALL_MEM_SCENARIO", i.to_string())
-            .output()
-            .expect("child");
+    let children: Vec<_> = (0..SCENARIOS.len())
+        .map(|i| {
+            std::process::Command::new(&exe)
+                .env("SAFECALL_MEM_SCENARIO", i.to_string())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("child")
+        })
+        .collect();
+    println!("| scenario (1,000,000 keys) | RSS B/key | live heap B/key |\n| --- | ---: | ---: |");
+    for (label, child) in SCENARIOS.iter().zip(children) {
+        let out = child.wait_with_output().expect("child output");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let mut nums = text
             .split_whitespace()
@@ -161,7 +191,7 @@ fn main() {
             nums.next().unwrap_or(f64::NAN),
         );
         println!(
-            "{label:<70} RSS {:>6.1} B/key   live heap {:>6.1} B/key",
+            "| {label} | {:.0} | {:.0} |",
             rss / KEYS as f64,
             heap / KEYS as f64,
         );

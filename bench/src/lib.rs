@@ -1,6 +1,24 @@
-//! Shared pieces of the benchmarks: the operation under test and a batch timer.
+//! Shared pieces of the benchmarks: the operation under test, a batch timer, and
+//! every breaker configured once, equivalently across crates.
+//!
+//! # Equivalent configurations
+//!
+//! | crate | rule | open for |
+//! | --- | --- | --- |
+//! | safecall default | 5 failures in a row, or ≥ 50 % failures over a 30 s time window (10 buckets, ≥ 20 calls) | 30 s |
+//! | safecall `count` | 5 failures in a row, or ≥ 50 % failures over the last 100 calls (≥ 100 calls) | 30 s |
+//! | safecall `consecutive` | 5 failures in a row | 30 s |
+//! | failsafe | ≥ 50 % failures over a 30 s window (≥ 20 calls), or 5 failures in a row | 30 s |
+//! | recloser (its default) | ≥ 50 % failures over the last 100 calls | 30 s |
+//! | tower-resilience (its default) | ≥ 50 % failures over the last 100 calls | 30 s |
+//! | seatbelt | ≥ 50 % failures over a 30 s window, ≥ 20 calls | 30 s |
+//!
+//! failsafe's and seatbelt's time windows are the nearest to safecall's default;
+//! recloser and tower-resilience only count calls, like safecall's `count`.
 
 use std::time::{Duration, Instant};
+
+use safecall::{BreakerConfig, RetryBudget, SafeCall};
 
 /// The operation every case wraps: an `async fn` ready on first poll.
 #[inline(never)]
@@ -34,4 +52,202 @@ where
         }
         start.elapsed()
     })
+}
+
+/// The current-thread runtime of the single-threaded cases (timer on, as users
+/// have it).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+/// How long an opened breaker stays open in the rejection cases.
+pub const OPEN: Duration = Duration::from_secs(30);
+/// Keys of the registry cases.
+pub fn key(i: usize) -> String {
+    format!("org-{i:07}")
+}
+
+/// A fixed pseudo-random visiting order of `n` keys (no cache-friendly sequence).
+pub fn shuffled(n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+/// safecall's breaker configurations (see the module docs).
+pub mod safecall_configs {
+    use super::*;
+
+    /// The default: consecutive failures and a 30 s time window.
+    pub fn default() -> BreakerConfig {
+        BreakerConfig::default()
+    }
+
+    /// Consecutive failures and a window of the last 100 calls (recloser's and
+    /// tower-resilience's rule).
+    pub fn count() -> BreakerConfig {
+        BreakerConfig::default()
+            .count_window(0.5, 100)
+            .minimum_calls(100)
+    }
+
+    /// Consecutive failures only.
+    pub fn consecutive() -> BreakerConfig {
+        BreakerConfig::default().no_failure_rate()
+    }
+
+    /// The three, named.
+    pub fn all() -> [(&'static str, BreakerConfig); 3] {
+        [
+            ("default", default()),
+            ("count", count()),
+            ("consecutive", consecutive()),
+        ]
+    }
+}
+
+/// The retry policy of the breaker cases: safecall's defaults (3 retries,
+/// jittered exponential backoff, retry budget on).
+pub fn default_policy() -> SafeCall<Failure> {
+    SafeCall::default()
+}
+
+/// A policy without a retry budget.
+pub fn no_budget_policy() -> SafeCall<Failure> {
+    SafeCall::builder()
+        .retry_budget(RetryBudget::disabled())
+        .build()
+        .expect("policy")
+}
+
+/// failsafe's policy type for [`failsafe_breaker`].
+pub type FailsafePolicy = failsafe::failure_policy::OrElse<
+    failsafe::failure_policy::SuccessRateOverTimeWindow<failsafe::backoff::Constant>,
+    failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Constant>,
+>;
+/// failsafe's breaker (an `Arc` inside; `Clone` shares it).
+pub type FailsafeBreaker = failsafe::StateMachine<FailsafePolicy, ()>;
+
+/// failsafe configured like safecall's default: ≥ 50 % failures (a required
+/// success rate of 0.5) over 30 s with at least 20 calls, or 5 in a row; open `open`.
+pub fn failsafe_breaker(open: Duration) -> FailsafeBreaker {
+    use failsafe::FailurePolicy;
+    use failsafe::failure_policy::{consecutive_failures, success_rate_over_time_window};
+    let open = failsafe::backoff::constant(open);
+    let policy = success_rate_over_time_window(0.5, 20, Duration::from_secs(30), open.clone())
+        .or_else(consecutive_failures(5, open));
+    failsafe::Config::new().failure_policy(policy).build()
+}
+
+/// recloser with its defaults made explicit: ≥ 50 % of the last 100 calls; open `open`.
+pub fn recloser_breaker(open: Duration) -> recloser::Recloser {
+    recloser::Recloser::custom()
+        .error_rate(0.5)
+        .closed_len(100)
+        .open_wait(open)
+        .build()
+}
+
+/// The peers' pieces, configured once (see the crate docs).
+pub mod peers {
+    use std::future::{Ready, ready};
+    use std::time::Duration;
+
+    use seatbelt::{RecoveryInfo, ResilienceContext};
+    use tower::{Service, ServiceExt};
+
+    use crate::Failure;
+
+    /// tower's retry policy for the benches: retry any error, up to `n` times, at once.
+    #[derive(Clone, Copy)]
+    pub struct Attempts(pub u32);
+
+    impl<Req: Clone, Res, E> tower::retry::Policy<Req, Res, E> for Attempts {
+        type Future = Ready<()>;
+
+        fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+            match result {
+                Ok(_) => None,
+                Err(_) if self.0 == 0 => None,
+                Err(_) => {
+                    self.0 -= 1;
+                    Some(ready(()))
+                }
+            }
+        }
+
+        fn clone_request(&mut self, req: &Req) -> Option<Req> {
+            Some(req.clone())
+        }
+    }
+
+    /// Calls a tower service once, the way a user does.
+    pub async fn tower_call<S: Service<u64>>(svc: &mut S, i: u64) -> Result<S::Response, S::Error> {
+        svc.ready().await?.call(i).await
+    }
+
+    pub fn recovery(out: &Result<u64, Failure>) -> RecoveryInfo {
+        match out {
+            Ok(_) => RecoveryInfo::never(),
+            Err(_) => RecoveryInfo::retry(),
+        }
+    }
+
+    pub fn seatbelt_context() -> ResilienceContext<u64, Result<u64, Failure>> {
+        ResilienceContext::new(tick::Clock::new_tokio())
+    }
+
+    /// seatbelt's retry layer: 3 retries, its default exponential backoff.
+    pub fn seatbelt_retry(
+        ctx: &ResilienceContext<u64, Result<u64, Failure>>,
+    ) -> seatbelt::retry::RetryLayer<
+        u64,
+        Result<u64, Failure>,
+        seatbelt::typestates::Set,
+        seatbelt::typestates::Set,
+    > {
+        seatbelt::retry::Retry::layer("retry", ctx)
+            .max_retry_attempts(3)
+            .clone_input()
+            .recovery_with(|out: &Result<u64, Failure>, _| recovery(out))
+    }
+
+    /// seatbelt's breaker layer configured like safecall's default time window.
+    pub fn seatbelt_breaker(
+        ctx: &ResilienceContext<u64, Result<u64, Failure>>,
+        open: Duration,
+    ) -> seatbelt::breaker::BreakerLayer<
+        u64,
+        Result<u64, Failure>,
+        seatbelt::typestates::Set,
+        seatbelt::typestates::Set,
+    > {
+        seatbelt::breaker::Breaker::layer("breaker", ctx)
+            .recovery_with(|out: &Result<u64, Failure>, _| recovery(out))
+            .rejected_input_error(|_, _| Failure)
+            .failure_threshold(0.5)
+            .min_throughput(20)
+            .sampling_duration(Duration::from_secs(30))
+            .break_duration(open)
+    }
+
+    pub fn tower_resilience_layer(
+        open: Duration,
+    ) -> tower_resilience::circuitbreaker::CircuitBreakerLayer {
+        tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+            .failure_rate_threshold(0.5)
+            .sliding_window_size(100)
+            .wait_duration_in_open(open)
+            .build()
+            .expect("tower-resilience config")
+    }
 }

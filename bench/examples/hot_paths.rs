@@ -1,0 +1,123 @@
+//! One hot path, N times: for instruction counts under callgrind (which counts
+//! instructions exactly, whatever the machine's load).
+//!
+//! ```text
+//! CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -p safecall-bench --example hot_paths
+//! valgrind --tool=callgrind target/release/examples/hot_paths retry 1000000
+//! ```
+//! Instructions per call = (Ir at 2N - Ir at N) / N.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use safecall::{Backoff, Breaker, BreakerConfig, Outcome, RetryBudget, SafeCall};
+use safecall_bench::peers::{Attempts, tower_call};
+use safecall_bench::{Failure, op, runtime, safecall_configs};
+
+fn fails_twice(counter: &AtomicU32) -> impl Future<Output = Result<u64, Failure>> + use<> {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    async move {
+        if n % 3 < 2 {
+            Err(Failure)
+        } else {
+            Ok(u64::from(n))
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let case = args.get(1).map_or("retry", String::as_str);
+    let n: u64 = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = runtime();
+    let policy: SafeCall<Failure> = SafeCall::default();
+    let no_budget = safecall_bench::no_budget_policy();
+    let zero: SafeCall<Failure> = SafeCall::builder()
+        .backoff(Backoff::constant(Duration::ZERO))
+        .retry_budget(RetryBudget::disabled())
+        .build()
+        .expect("policy");
+    let breaker = |c: BreakerConfig| Breaker::new(c);
+    let default_b = breaker(safecall_configs::default());
+    let consecutive_b = breaker(safecall_configs::consecutive());
+    let open = breaker(BreakerConfig::default().open_duration(Duration::from_secs(3600)));
+    for _ in 0..5 {
+        if let Ok(p) = open.try_acquire() {
+            p.record(Outcome::Failure);
+        }
+    }
+    let counter = AtomicU32::new(0);
+    rt.block_on(async {
+        match case {
+            "bare" => {
+                for i in 0..n {
+                    black_box(op(i).await.ok());
+                }
+            }
+            "retry" => {
+                for i in 0..n {
+                    black_box(policy.call(|| op(i)).await.ok());
+                }
+            }
+            "retry_no_budget" => {
+                for i in 0..n {
+                    black_box(no_budget.call(|| op(i)).await.ok());
+                }
+            }
+            "tower_retry" => {
+                let mut svc = tower::retry::Retry::new(Attempts(3), tower::service_fn(op));
+                for i in 0..n {
+                    black_box(tower_call(&mut svc, i).await.ok());
+                }
+            }
+            "breaker_default" => {
+                for _ in 0..n {
+                    if let Ok(p) = default_b.try_acquire() {
+                        p.record(Outcome::Success);
+                    }
+                }
+            }
+            "breaker_consecutive" => {
+                for _ in 0..n {
+                    if let Ok(p) = consecutive_b.try_acquire() {
+                        p.record(Outcome::Success);
+                    }
+                }
+            }
+            "retry_breaker_default" => {
+                for i in 0..n {
+                    black_box(policy.call(|| op(i)).breaker(&default_b).await.ok());
+                }
+            }
+            "retry_breaker_consecutive" => {
+                for i in 0..n {
+                    black_box(no_budget.call(|| op(i)).breaker(&consecutive_b).await.ok());
+                }
+            }
+            "rejection" => {
+                for i in 0..n {
+                    black_box(policy.call(|| op(i)).breaker(&open).await.is_err());
+                }
+            }
+            "zero_delay" => {
+                for _ in 0..n {
+                    black_box(zero.call(|| fails_twice(&counter)).await.ok());
+                }
+            }
+            "tower_zero_delay" => {
+                let mut svc = tower::retry::Retry::new(
+                    Attempts(3),
+                    tower::service_fn(|_: u64| fails_twice(&counter)),
+                );
+                for i in 0..n {
+                    black_box(tower_call(&mut svc, i).await.ok());
+                }
+            }
+            other => panic!("unknown case {other}"),
+        }
+    });
+}
