@@ -516,7 +516,8 @@ where
             .chain(g.collisions.iter_mut().map(|(_, e)| e))
         {
             if let Some(inner) = Arc::get_mut(e) {
-                inner.core.compact(now);
+                let idle_ticks = tick.wrapping_sub(inner.core.seen());
+                inner.core.compact(now, TICK.saturating_mul(idle_ticks));
             }
         }
         evicted

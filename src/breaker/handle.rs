@@ -94,8 +94,9 @@ struct Ext {
     consecutive: AtomicU32,
     window: Window,
     machine: Mutex<Machine>,
-    /// This breaker's own retry budget, if its config asks for one.
-    budget: Option<BudgetState>,
+    /// This breaker's own retry budget, if its config asks for one (boxed:
+    /// a breaker without one pays a pointer, not the budget's window).
+    budget: Option<Box<BudgetState>>,
 }
 
 impl Ext {
@@ -106,7 +107,7 @@ impl Ext {
             consecutive: AtomicU32::new(0),
             window: Window::new(s.rate),
             machine: Mutex::new(Machine::new(now, generation)),
-            budget: s.retry_budget.and_then(|b| b.state()),
+            budget: s.retry_budget.and_then(|b| b.state()).map(Box::new),
         }
     }
 
@@ -159,15 +160,21 @@ impl Core {
     /// nothing a fresh one would not: closed, nothing pending, an empty
     /// window. Its consecutive-failure count and generation are kept in the
     /// core. Returns whether it was dropped.
+    ///
+    /// `idle_for` is how long the registry has not handed the breaker out:
+    /// successes still pending (not yet dated, see the `window` module) came
+    /// before that, so they are dated no later than `now - idle_for`.
     #[cfg(not(safecall_loom))]
-    pub(crate) fn compact(&mut self, now: Instant) -> bool {
+    pub(crate) fn compact(&mut self, now: Instant, idle_for: Duration) -> bool {
         let Some(ext) = self.ext.get() else {
             return false;
         };
+        let last_use = now.checked_sub(idle_for).unwrap_or(ext.base);
+        ext.window.settle(ext.nanos(last_use));
         let pristine = lock(&ext.machine).is_pristine(now)
             && ext.consecutive.load(Ordering::Relaxed) == 0
             && ext.window.stats(ext.nanos(now)).calls == 0
-            && ext.budget.as_ref().is_none_or(BudgetState::is_idle);
+            && ext.budget.as_deref().is_none_or(BudgetState::is_idle);
         if pristine {
             self.ext = OnceLock::new();
             self.word.fetch_and(!FLAGS_MASK, Ordering::AcqRel);
@@ -177,7 +184,7 @@ impl Core {
 
     /// loom cannot model the extension's `OnceLock`: never compact.
     #[cfg(safecall_loom)]
-    pub(crate) fn compact(&mut self, _now: Instant) -> bool {
+    pub(crate) fn compact(&mut self, _now: Instant, _idle_for: Duration) -> bool {
         false
     }
 
@@ -306,7 +313,7 @@ impl Breaker {
             Some(ext) => &**ext,
             None => core.ext(Instant::now()),
         };
-        ext.budget.as_ref()
+        ext.budget.as_deref()
     }
 }
 
