@@ -163,7 +163,9 @@ pub(crate) struct BudgetState {
 
 #[derive(Debug)]
 struct Window {
-    origin: Option<Instant>,
+    /// Time zero of the slots: the budget's creation, which is also the
+    /// "previous reading" of calls counted before the first one.
+    origin: Instant,
     /// The slot of the last clock reading; pending calls are dated there.
     last_slot: u64,
     slots: [Slot; BUCKETS],
@@ -183,7 +185,7 @@ impl BudgetState {
             slot_len: config.window / BUCKETS as u32,
             pending: AtomicU64::new(0),
             window: Mutex::new(Window {
-                origin: None,
+                origin: Instant::now(),
                 last_slot: 0,
                 slots: [Slot::default(); BUCKETS],
             }),
@@ -236,8 +238,7 @@ impl BudgetState {
     fn locked<R>(&self, f: impl FnOnce(&mut Window, u64, u64) -> R) -> R {
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let origin = *w.origin.get_or_insert(now);
-        let elapsed = now.saturating_duration_since(origin);
+        let elapsed = now.saturating_duration_since(w.origin);
         let slot =
             u64::try_from(elapsed.as_nanos() / self.slot_len.as_nanos().max(1)).unwrap_or(u64::MAX);
         let pending = self.pending.swap(0, Ordering::Relaxed);
@@ -352,6 +353,43 @@ mod tests {
         tokio::time::advance(Duration::from_secs(8)).await;
         // At t = 11 s the first 64 have left the 10 s window, the next 64 have not.
         assert_eq!(b.totals(), (64, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_never_read_are_dated_at_the_budgets_creation() {
+        // One call a second for 10 s, no retry decision: no reading in between
+        // (fewer than 64 calls), so all are dated at the creation, and have
+        // left the window 10 s later. An under-count, never an over-count.
+        let b = budget();
+        for _ in 0..10 {
+            b.deposit();
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(b.totals(), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_is_idle_when_its_window_is_empty() {
+        let b = budget();
+        assert!(b.is_idle());
+        b.deposit();
+        assert!(!b.is_idle());
+        assert!(b.try_withdraw());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(b.is_idle());
+    }
+
+    #[test]
+    fn the_smallest_window_is_ten_milliseconds() {
+        assert!(
+            RetryBudget::default()
+                .window(Duration::from_millis(10))
+                .validate()
+                .is_ok()
+        );
+        assert!(RetryBudget::default().is_enabled());
+        assert!(!RetryBudget::disabled().is_enabled());
+        assert!(RetryBudget::disabled().state().is_none());
     }
 
     #[test]

@@ -118,9 +118,10 @@ pin_project! {
     }
 }
 
-impl<E, Op, Fut> fmt::Debug for Call<'_, E, Op, Fut> {
+impl<E, Op: fmt::Debug, Fut> fmt::Debug for Call<'_, E, Op, Fut> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Call")
+            .field("op", &self.op)
             .field("attempts", &self.attempts)
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()

@@ -614,3 +614,55 @@ async fn a_timed_out_attempt_of_a_non_idempotent_call_is_not_retried() {
     assert_eq!(script.calls(), 1);
     assert_eq!(t0.elapsed(), secs(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_equal_to_max_retry_after_is_waited_for() {
+    let policy = seed_policy().max_retry_after(secs(8)).build().unwrap();
+    let script = Script::<u32, TestError>::new()
+        .then_err(retry_after(8))
+        .then_ok(1);
+    policy.call(|| script.attempt()).await.unwrap();
+    assert_eq!(script.attempts_at(), [secs(0), secs(8)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_seeded_policy_waits_exactly_the_seeded_schedule() {
+    for jitter in [Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
+        let backoff = Backoff::exponential(ms(100)).jitter(jitter);
+        let policy = seed_policy().backoff(backoff).seed(42).build().unwrap();
+        let script = Script::<u32, TestError>::new().then_err(status(503));
+        let _ = policy.call(|| script.attempt()).await;
+        let expected: Vec<Duration> = backoff.delays(42).take(3).collect();
+        let starts = script.attempts_at();
+        let waits: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        // tokio's timer rounds each wait up to its next millisecond.
+        for (wait, delay) in waits.iter().zip(&expected) {
+            assert!(
+                *wait >= *delay && *wait <= *delay + ms(1),
+                "{jitter:?}: waited {wait:?} for a delay of {delay:?}"
+            );
+        }
+        assert_eq!(waits.len(), 3);
+        assert!(
+            expected.iter().enumerate().any(|(k, d)| *d != ms(100 << k)),
+            "{jitter:?}: the schedule is jittered"
+        );
+    }
+}
+
+#[test]
+fn debug_output_names_the_types() {
+    let policy: SafeCall<TestError> = SafeCall::default();
+    let call = policy.call(|| async { Ok::<_, TestError>(1) });
+    let text = format!("{call:?}");
+    assert!(text.starts_with("Call"), "{text}");
+    assert!(text.contains("attempts: 0"), "{text}");
+    let with = policy.call_with(|_| async { Ok::<_, TestError>(1) });
+    assert!(text.contains("Plain(..)"), "{text}");
+    let with = format!("{with:?}");
+    assert!(
+        with.starts_with("Call") && with.contains("WithAttempt(..)"),
+        "{with}"
+    );
+    assert!(format!("{policy:?}").starts_with("SafeCall"));
+}
