@@ -242,6 +242,7 @@ fn decide(
 }
 
 /// The budget a call spends: its breaker's own, else the policy's.
+#[inline]
 fn budget_of<'a>(s: &'a Settings, breaker: Option<&'a Breaker>) -> Option<&'a BudgetState> {
     breaker
         .and_then(Breaker::retry_budget)
@@ -267,11 +268,15 @@ fn refused_after(breaker: Option<&Breaker>, delay: Duration) -> Option<Duration>
 }
 
 /// The time limit of the next attempt, if any: `(end, whether it is the deadline)`.
+#[inline]
 fn attempt_limit(
     s: &Settings,
     now: Option<Instant>,
     deadline: Option<Instant>,
 ) -> Option<(Instant, bool)> {
+    if s.attempt_timeout.is_none() && deadline.is_none() {
+        return None;
+    }
     let own = s
         .attempt_timeout
         .and_then(|t| now.and_then(|n| n.checked_add(t)));

@@ -306,6 +306,7 @@ impl Breaker {
 
     /// This breaker's own retry budget ([`BreakerConfig::retry_budget`]), if
     /// any. Reads the clock only the first time, to build the extension.
+    #[inline]
     pub(crate) fn retry_budget(&self) -> Option<&BudgetState> {
         let core = self.core();
         core.settings.retry_budget?;
@@ -470,7 +471,7 @@ impl Breaker {
     /// metrics-only shadow call). A success can still trip the failure rate:
     /// it may be the call that brings the window to `minimum_calls`.
     #[inline]
-    fn record_success(&self, generation: Option<u32>) {
+    pub(crate) fn record_success(&self, generation: Option<u32>) {
         let core = self.core();
         core.clear_consecutive();
         let ratio = match core.settings.rate {

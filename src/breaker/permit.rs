@@ -92,6 +92,13 @@ impl<'a> Permit<'a> {
     #[inline]
     pub fn record(mut self, outcome: Outcome) {
         let kind = std::mem::replace(&mut self.kind, Kind::Done);
+        // The hot path: a success admitted while closed, with no slow-call
+        // threshold to check.
+        if let (Outcome::Success, Kind::Plain { generation }, None) = (outcome, &kind, self.started)
+        {
+            self.breaker.record_success(Some(*generation));
+            return;
+        }
         self.breaker.finish(kind, self.started, Some(outcome));
     }
 
