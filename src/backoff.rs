@@ -264,6 +264,9 @@ impl Backoff {
 
     /// Whether every delay of this schedule is zero (a zero base: retry at
     /// once), whatever the growth and the jitter.
+    ///
+    /// Only a shortcut (the general path also yields zero for such a
+    /// schedule): mutants of it are equivalent, they change the cost only.
     pub(crate) fn is_zero(&self) -> bool {
         self.base.is_zero() || self.max_delay.is_zero()
     }
@@ -300,6 +303,8 @@ fn nanos(d: Duration) -> f64 {
 }
 
 fn from_nanos(n: f64) -> Duration {
+    // Equivalent under mutation (`||` → `&&`): a NaN cannot get here (every
+    // input is validated finite), and a negative value casts to 0 below anyway.
     if n.is_nan() || n <= 0.0 {
         return Duration::ZERO;
     }
@@ -310,6 +315,9 @@ fn from_nanos(n: f64) -> Duration {
 }
 
 /// A uniform number in `[0, 1]` from 53 random bits.
+///
+/// Mutants of the `- 1` (dividing by 2^53 or 2^53 + 1 instead) change the
+/// scale by 2^-53, far below a nanosecond: equivalent.
 fn unit(random: u64) -> f64 {
     (random >> 11) as f64 * (1.0 / ((1u64 << 53) - 1) as f64)
 }

@@ -217,6 +217,8 @@ fn decide(
     if attempts > s.max_retries {
         return Next::GiveUp(ExhaustedReason::RetriesUsedUp);
     }
+    // No random draw when nothing is jittered (skipping it is only a saving:
+    // `||` → `&&` is an equivalent mutant).
     let random = if s.backoff.jitter_kind() == Jitter::None || s.backoff.is_zero() {
         0
     } else {
