@@ -681,21 +681,9 @@ impl Core {
     /// The state and statistics, for a snapshot.
     pub(crate) fn snapshot<K>(&self, key: K) -> BreakerSnapshot<K> {
         let s = &*self.settings;
-        let mut snap = BreakerSnapshot {
-            key,
-            state: self.state(),
-            consecutive_failures: 0,
-            retry_in: None,
-            tripped_by: None,
-            calls_in_window: 0,
-            failures_in_window: 0,
-            failure_rate: 0.0,
-            probes_in_flight: 0,
-            forced: false,
-            cooling_down: false,
-            mode: s.mode,
-            generation: generation_of(self.word.load(Ordering::Acquire)),
-        };
+        let mut snap = BreakerSnapshot::new(key, self.state());
+        snap.mode = s.mode;
+        snap.generation = generation_of(self.word.load(Ordering::Acquire));
         if let Some(ext) = self.ext.get() {
             snap.consecutive_failures = ext.consecutive.load(Ordering::Relaxed);
             let now = Instant::now();
