@@ -72,9 +72,23 @@
 //! - **Errors.** A call ends with the value or an [`Error`] that says which limit
 //!   ended it and how many attempts were made.
 //!
+//! - **Breakers.** [`Call::breaker`] runs every attempt through a circuit
+//!   [`Breaker`], usually one per tenant from a [`BreakerRegistry`]: one
+//!   tenant's broken credentials trip that tenant's breaker only, and its calls
+//!   then fail fast with [`Error::CircuitOpen`]. See the [`breaker`] module.
+//!
 //! All time comes from tokio's clock (`tokio::time`), so tests can pause and
-//! advance it: every schedule and deadline is exact under
+//! advance it: every schedule, open period and deadline is exact under
 //! `#[tokio::test(start_paused = true)]`.
+//!
+//! # Modules
+//!
+//! - [`backoff`], [`classify`], [`budget`]: the parts of a retry policy.
+//! - [`breaker`], [`registry`]: circuit breakers, and one per key.
+//! - [`health`]: named checks and breaker states folded into a report for a
+//!   health endpoint.
+//! - `testing` (feature `testing`): scripted operations and chaos injection, to
+//!   test your own policies on a paused clock.
 //!
 //! # Layering
 //!
