@@ -106,7 +106,8 @@ pub(crate) enum ProbeResult {
     Released,
 }
 
-/// Far enough in the future to stand for "never" without overflowing.
+/// Far enough in the future to stand for "never" without overflowing. (Its
+/// exact size does not matter: mutants of the product are equivalent.)
 const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn add(now: Instant, d: Duration) -> Instant {
@@ -448,6 +449,63 @@ mod tests {
             .unwrap();
         assert_eq!((c.from, c.to), (BreakerState::Closed, BreakerState::Open));
         m
+    }
+
+    #[test]
+    fn only_a_closed_unforced_cooled_down_untripped_machine_is_pristine() {
+        // Mutation-testing regression: compaction relies on each condition.
+        let s = settings(BreakerConfig::default().open_duration(30 * S));
+        let t0 = Instant::now();
+        let fresh = Machine::new(t0, 0);
+        assert!(fresh.is_pristine(t0));
+        assert_eq!((fresh.generation(), fresh.is_forced()), (0, false));
+
+        let tripped = opened(&s, t0);
+        assert!(
+            !tripped.is_pristine(t0 + 60 * S),
+            "open, even past its period"
+        );
+        assert_eq!(tripped.generation(), 1);
+
+        let mut forced = Machine::new(t0, 0);
+        let _ = forced.force_open(t0);
+        assert!(forced.is_forced());
+        assert!(!forced.is_pristine(t0));
+        let _ = forced.reset();
+        assert!(forced.is_pristine(t0), "reset clears everything");
+        assert_eq!(forced.generation(), 2);
+
+        let mut cooling = Machine::new(t0, 0);
+        cooling.cool_down(t0 + 5 * S);
+        assert!(!cooling.is_pristine(t0 + 4 * S));
+        assert!(cooling.is_pristine(t0 + 5 * S), "the cool-down is over");
+
+        // Closed again after a probe, it remembers nothing that matters.
+        let mut closed = opened(&s, t0);
+        let (admission, _) = closed.acquire(&s, t0 + 30 * S);
+        let Admission::Probe { generation, ticket } = admission else {
+            panic!("{admission:?}");
+        };
+        let _ = closed.probe_done(
+            &s,
+            generation,
+            ticket,
+            ProbeResult::Success,
+            t0 + 31 * S,
+            0.0,
+        );
+        assert!(closed.is_pristine(t0 + 31 * S));
+    }
+
+    #[test]
+    fn the_cooling_and_forced_flags_are_distinct_bits() {
+        // Mutation-testing regression: each flag has a bit of its own in the
+        // fast-path word, outside the phase bits.
+        assert_ne!(COOLING, 0);
+        assert_ne!(FORCED, 0);
+        assert_eq!(COOLING & (FORCED | PHASE_MASK), 0);
+        assert_eq!(FORCED & PHASE_MASK, 0);
+        assert_eq!((COOLING | FORCED | PHASE_MASK) & !FLAGS_MASK, 0);
     }
 
     #[test]
