@@ -179,6 +179,8 @@ impl Machine {
 
     /// The machine's part (low 32 bits) of the state word the fast paths read.
     pub(crate) fn word(&self, now: Instant) -> u64 {
+        // The generation and the phase do not overlap (`|` → `^` is an
+        // equivalent mutant).
         let mut w = (u64::from(self.generation) << GEN_SHIFT) | self.phase.bits();
         if self.forced {
             w |= FORCED;
@@ -495,6 +497,30 @@ mod tests {
             0.0,
         );
         assert!(closed.is_pristine(t0 + 31 * S));
+    }
+
+    #[test]
+    fn a_lease_or_a_cool_down_ends_exactly_at_its_instant() {
+        let s = settings(
+            BreakerConfig::default()
+                .open_duration(30 * S)
+                .probe_lease(10 * S),
+        );
+        let t0 = Instant::now();
+        let mut m = opened(&s, t0);
+        let (admission, _) = m.acquire(&s, t0 + 30 * S);
+        assert!(
+            matches!(admission, Admission::Probe { .. }),
+            "{admission:?}"
+        );
+        let just_before = t0 + 40 * S - Duration::from_nanos(1);
+        assert_eq!(m.probes_in_flight(just_before), 1);
+        assert_eq!(m.probes_in_flight(t0 + 40 * S), 0, "the lease has run out");
+
+        let mut cooling = Machine::new(t0, 0);
+        cooling.cool_down(t0 + 5 * S);
+        assert_ne!(cooling.word(t0 + 4 * S) & COOLING, 0);
+        assert_eq!(cooling.word(t0 + 5 * S) & COOLING, 0);
     }
 
     #[test]
