@@ -209,6 +209,8 @@ impl Machine {
     pub(crate) fn state_at(&self, now: Instant) -> BreakerState {
         let cooling = self.cooldown_until.is_some_and(|c| now < c);
         match self.phase {
+            // Redundant with a forced breaker's far `open_until`, kept for
+            // clarity (a mutant dropping the guard is equivalent).
             Phase::Open if self.forced => BreakerState::Open,
             Phase::Open if now >= self.open_until && !cooling => BreakerState::HalfOpen,
             Phase::Open => BreakerState::Open,
@@ -330,6 +332,7 @@ impl Machine {
                 retry_in: self.lease_wait(now),
             };
         }
+        // Reserving once is only a saving (`==` → `!=` is an equivalent mutant).
         if self.probes.capacity() == 0 {
             self.probes.reserve_exact(s.half_open_probes as usize);
         }
@@ -521,6 +524,109 @@ mod tests {
         cooling.cool_down(t0 + 5 * S);
         assert_ne!(cooling.word(t0 + 4 * S) & COOLING, 0);
         assert_eq!(cooling.word(t0 + 5 * S) & COOLING, 0);
+    }
+
+    #[test]
+    fn forced_open_refuses_with_the_open_duration_as_a_hint() {
+        let s = settings(BreakerConfig::default().open_duration(30 * S));
+        let t0 = Instant::now();
+        let mut m = Machine::new(t0, 0);
+        let c = m.force_open(t0).expect("a transition from closed");
+        assert_eq!((c.from, c.to), (BreakerState::Closed, BreakerState::Open));
+        assert_eq!(
+            m.acquire(&s, t0 + 3600 * S).0,
+            Admission::Reject { retry_in: 30 * S }
+        );
+        assert_eq!(m.state_at(t0 + 3600 * S), BreakerState::Open);
+        assert_eq!(m.retry_in(t0, &s), None, "forced: no probe is scheduled");
+    }
+
+    #[test]
+    fn forcing_an_open_breaker_is_no_new_transition_but_forcing_a_due_one_is() {
+        let s = settings(BreakerConfig::default().open_duration(30 * S));
+        let t0 = Instant::now();
+        let mut open = opened(&s, t0);
+        assert!(open.force_open(t0 + S).is_none());
+        assert!(open.is_forced());
+        let mut due = opened(&s, t0);
+        let c = due.force_open(t0 + 30 * S).expect("it reported half-open");
+        assert_eq!((c.from, c.to), (BreakerState::HalfOpen, BreakerState::Open));
+    }
+
+    #[test]
+    fn a_cool_down_on_an_open_breaker_refuses_until_the_later_end() {
+        let s = settings(BreakerConfig::default().open_duration(30 * S));
+        let t0 = Instant::now();
+        let mut m = opened(&s, t0);
+        m.cool_down(t0 + 5 * S);
+        assert_eq!(
+            m.acquire(&s, t0 + S).0,
+            Admission::Reject { retry_in: 29 * S }
+        );
+        // Forced and cooling: the cool-down's own end.
+        let mut f = Machine::new(t0, 0);
+        let _ = f.force_open(t0);
+        f.cool_down(t0 + 5 * S);
+        assert_eq!(
+            f.acquire(&s, t0 + S).0,
+            Admission::Reject { retry_in: 4 * S }
+        );
+        // A closed breaker cooling down reports open until exactly its end.
+        let mut c = Machine::new(t0, 0);
+        c.cool_down(t0 + 5 * S);
+        assert_eq!(c.state_at(t0 + 4 * S), BreakerState::Open);
+        assert_eq!(c.state_at(t0 + 5 * S), BreakerState::Closed);
+        assert_eq!(c.refuse_until(t0 + 4 * S), Some(t0 + 5 * S));
+        assert_eq!(c.refuse_until(t0 + 5 * S), None);
+    }
+
+    #[test]
+    fn retry_in_while_half_open_is_the_wait_for_a_probe_slot() {
+        let s = settings(
+            BreakerConfig::default()
+                .open_duration(30 * S)
+                .probe_lease(10 * S),
+        );
+        let t0 = Instant::now();
+        let mut m = opened(&s, t0);
+        // Due but not yet moved: the next call is the probe, nothing to wait.
+        assert_eq!(m.retry_in(t0 + 30 * S, &s), None);
+        let _ = m.acquire(&s, t0 + 30 * S);
+        assert_eq!(
+            m.retry_in(t0 + 31 * S, &s),
+            Some(9 * S),
+            "the slot frees at the lease's end"
+        );
+        let two = settings(
+            BreakerConfig::default()
+                .open_duration(30 * S)
+                .probe_lease(10 * S)
+                .half_open_probes(2),
+        );
+        let mut m = opened(&two, t0);
+        let _ = m.acquire(&two, t0 + 30 * S);
+        assert_eq!(m.retry_in(t0 + 31 * S, &two), None, "a slot is still free");
+    }
+
+    #[test]
+    fn a_trip_needs_a_closed_machine_of_the_callers_generation() {
+        let s = settings(BreakerConfig::default().open_duration(30 * S));
+        let t0 = Instant::now();
+        let mut m = Machine::new(t0, 0);
+        let _ = m.force_open(t0);
+        let _ = m.reset(); // closed again, generation 2
+        assert!(
+            m.trip(&s, 0, TransitionCause::ConsecutiveFailures, t0, 0.0)
+                .is_none(),
+            "a stale failure cannot trip"
+        );
+        let mut open = opened(&s, t0);
+        let generation = open.generation();
+        assert!(
+            open.trip(&s, generation, TransitionCause::FailureRate, t0, 0.0)
+                .is_none(),
+            "an open machine does not trip again"
+        );
     }
 
     #[test]
