@@ -372,6 +372,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn each_64th_call_moves_the_reading_that_later_calls_are_dated_at() {
+        let b = budget();
+        for _ in 0..64 {
+            b.deposit(); // read at 0 s
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        for _ in 0..64 {
+            b.deposit(); // dated at 0 s; read at 5 s
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..64 {
+            b.deposit(); // dated at 5 s; read at 6 s
+        }
+        tokio::time::advance(Duration::from_secs(8)).await;
+        // At 14 s what was dated at 0 s has left; what was dated at 5 s has not.
+        assert_eq!(b.totals(), (64, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_budget_is_idle_when_its_window_is_empty() {
         let b = budget();
         assert!(b.is_idle());

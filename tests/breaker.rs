@@ -700,3 +700,23 @@ async fn pending_successes_older_than_the_window_are_dropped() {
     assert_eq!(s.failures_in_window, 1);
     assert!(s.calls_in_window <= 2, "{s:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_success_can_be_the_call_that_brings_a_count_window_to_its_minimum() {
+    let b = Breaker::new(
+        BreakerConfig::default()
+            .no_consecutive_failures()
+            .count_window(0.5, 10)
+            .minimum_calls(4),
+    );
+    for outcome in [Outcome::Failure, Outcome::Failure, Outcome::Success] {
+        b.try_acquire().unwrap().record(outcome);
+    }
+    assert_eq!(
+        b.state(),
+        BreakerState::Closed,
+        "3 calls: below the minimum"
+    );
+    b.try_acquire().unwrap().record(Outcome::Success);
+    assert_eq!(b.state(), BreakerState::Open, "2 failures of 4 calls");
+}

@@ -62,6 +62,8 @@ pub(crate) struct WindowStats {
 impl WindowStats {
     /// Whether these counts trip a rule of `ratio` with `minimum_calls`.
     pub(crate) fn trips(self, ratio: f64, minimum_calls: u32) -> bool {
+        // (`minimum_calls` is at least 1, so `calls > 0` only guards the
+        // division in spirit: its mutants are equivalent.)
         self.calls >= minimum_calls
             && self.calls > 0
             && f64::from(self.failures) >= ratio * f64::from(self.calls)
@@ -150,6 +152,7 @@ impl Window {
         match self {
             Window::None => false,
             Window::Time(w) => w.may_hold_failures(at),
+            // (`>=` would only sum the window needlessly: an equivalent mutant.)
             Window::Count(w) => w.failures.load(Ordering::Relaxed) > 0,
         }
     }
@@ -172,6 +175,7 @@ pub(crate) struct TimeWindow {
 }
 
 fn pack(epoch: u64, failures: u64, calls: u64) -> u64 {
+    // The fields do not overlap (`|` → `^` mutants are equivalent).
     (epoch << (2 * FIELD_BITS)) | (failures << FIELD_BITS) | calls
 }
 
@@ -222,11 +226,15 @@ impl TimeWindow {
         let from = previous.saturating_sub(1).min(at);
         let span = at - from;
         let (first_idx, last_idx) = (from / self.width, at / self.width);
+        // One bucket: all of them go there (with `&&` the loop below does the
+        // same for a single bucket: an equivalent mutant).
         if span == 0 || first_idx == last_idx {
             self.add(at, 0, pending);
             return;
         }
         let n = self.buckets.len() as u64;
+        // (Starting one bucket earlier is an equivalent mutant: that bucket
+        // shares its slot with the newest, which is written after it.)
         let oldest = first_idx.max(last_idx.saturating_sub(n - 1));
         // How many of the pending successes fell before time `x`, if they
         // arrived evenly; the shares of consecutive buckets add up exactly.
@@ -416,6 +424,31 @@ mod tests {
         // At 30 s the bucket 0..3 s leaves the window with its 5.
         assert_eq!(w.stats(30 * SEC).calls, 5);
         assert_eq!(w.stats(33 * SEC).calls, 0);
+    }
+
+    #[test]
+    fn pending_successes_are_spread_from_the_previous_reading() {
+        let w = TimeWindow::new(10, 3 * SEC);
+        w.flush(3 * SEC); // a reading at 3 s
+        for _ in 0..10 {
+            assert!(!w.defer_success());
+        }
+        // Dated at 9 s: evenly over 3..9 s, half in 3..6 s, half in 6..9 s.
+        w.flush(9 * SEC);
+        assert_eq!(w.stats(9 * SEC).calls, 10);
+        assert_eq!(w.stats(33 * SEC).calls, 5, "the 3..6 s bucket has left");
+    }
+
+    #[test]
+    fn settling_dates_the_pending_successes_at_that_instant() {
+        let w = Window::Time(TimeWindow::new(10, 3 * SEC));
+        w.settle(0);
+        for _ in 0..10 {
+            assert!(!w.defer_success());
+        }
+        // Settled at 2 s: all in the first bucket, gone from the window at 30 s.
+        w.settle(2 * SEC);
+        assert_eq!(w.stats(31 * SEC).calls, 0);
     }
 
     #[test]
