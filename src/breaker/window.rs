@@ -254,6 +254,7 @@ impl TimeWindow {
             } else {
                 before(hi) - before(lo)
             };
+            // (`>=` only adds zero: an equivalent mutant.)
             if share > 0 {
                 self.add(lo, 0, share);
             }
@@ -272,6 +273,9 @@ impl TimeWindow {
         let last = self.last_failure.load(Ordering::Relaxed);
         // A failure at `last - 1` is in the window until its bucket leaves,
         // at most `(n + 1) * width` later.
+        // A failure stays in the window at most `n × width - 1` after it; one
+        // bucket more is a margin that only costs clock reads (mutants that
+        // shrink it by a bucket or shift it by a nanosecond are equivalent).
         let span = self.width.saturating_mul(self.buckets.len() as u64 + 1);
         last != 0 && at.saturating_sub(last - 1) < span
     }
@@ -449,6 +453,45 @@ mod tests {
         // Settled at 2 s: all in the first bucket, gone from the window at 30 s.
         w.settle(2 * SEC);
         assert_eq!(w.stats(31 * SEC).calls, 0);
+    }
+
+    #[test]
+    fn a_record_older_than_its_bucket_is_dropped_not_written_over_newer_counts() {
+        let w = TimeWindow::new(10, 3 * SEC);
+        w.record(31 * SEC, true); // bucket 10, slot 0
+        // A recorder that read the clock at 1 s (bucket 0, the same slot) and
+        // records late: its outcome has left the window, it must not reset the
+        // newer bucket.
+        w.add(SEC, 0, 1);
+        assert_eq!(
+            w.stats(31 * SEC),
+            WindowStats {
+                calls: 1,
+                failures: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_full_bucket_halves_its_counts_and_keeps_the_ratio() {
+        let w = TimeWindow::new(10, 3 * SEC);
+        w.add(0, 0, FIELD_MAX - 1);
+        w.add(0, 1, 1); // exactly full: no halving
+        assert_eq!(
+            w.stats(0),
+            WindowStats {
+                calls: FIELD_MAX as u32,
+                failures: 1
+            }
+        );
+        w.add(0, 1, 1); // over: halve, then count
+        assert_eq!(
+            w.stats(0),
+            WindowStats {
+                calls: (FIELD_MAX >> 1) as u32 + 1,
+                failures: 1
+            }
+        );
     }
 
     #[test]
