@@ -229,6 +229,8 @@ impl Machine {
             BreakerState::Open => self
                 .refuse_until(now)
                 .map(|u| u.saturating_duration_since(now)),
+            // (Due but not yet moved, the machine holds no probe, so the guard
+            // changes nothing: an equivalent mutant.)
             BreakerState::HalfOpen if self.phase == Phase::HalfOpen => {
                 (self.probes_in_flight(now) >= s.half_open_probes).then(|| self.lease_wait(now))
             }
