@@ -128,3 +128,32 @@ impl<E> Classify<E> for AlwaysTransient {
         ErrorClass::Transient
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_and_retry_after_are_retryable() {
+        assert!(ErrorClass::Transient.is_retryable());
+        assert!(ErrorClass::RetryAfter(Duration::from_secs(1)).is_retryable());
+        assert!(!ErrorClass::Permanent.is_retryable());
+        assert!(!ErrorClass::CallerFault.is_retryable());
+    }
+
+    #[test]
+    fn the_wall_clock_parser_reads_delta_seconds() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past"
+        );
+    }
+
+    #[test]
+    fn the_default_classifier_calls_everything_transient() {
+        assert_eq!(AlwaysTransient.classify(&"anything"), ErrorClass::Transient);
+    }
+}
