@@ -855,6 +855,15 @@ mod tests {
         assert_eq!(civil_from_days(0), Some((1970, 1, 1)));
         assert_eq!(civil_from_days(-1), Some((1969, 12, 31)));
         assert_eq!(civil_from_days(11_017), Some((2000, 3, 1)));
+        // Era and century edges (mutation-testing regressions): the last day
+        // of a 400-year era, and the days around skipped leap days.
+        assert_eq!(civil_from_days(11_016), Some((2000, 2, 29)));
+        assert_eq!(civil_from_days(157_113), Some((2400, 2, 29)));
+        assert_eq!(civil_from_days(47_540), Some((2100, 2, 28)));
+        assert_eq!(civil_from_days(47_541), Some((2100, 3, 1)));
+        assert_eq!(civil_from_days(-25_508), Some((1900, 3, 1)));
+        assert_eq!(civil_from_days(-134_774), Some((1601, 1, 1)));
+        assert_eq!(civil_from_days(24_855), Some((2038, 1, 19)));
         assert_eq!(days_from_civil(i64::MAX, 12, 31), None);
         assert_eq!(days_from_civil(i64::MIN, 1, 1), None);
         assert_eq!(civil_from_days(i64::MAX), None);
