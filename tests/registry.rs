@@ -281,3 +281,13 @@ async fn idle_breakers_kept_by_housekeeping_keep_their_counts_and_generation() {
         "the count survived compaction"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn debug_output_names_the_registry_and_the_overflow_breaker() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default());
+    let _ = r.get("org-46cf");
+    let text = format!("{r:?}");
+    assert!(text.starts_with("BreakerRegistry"), "{text}");
+    let overflow = format!("{:?}", r.overflow());
+    assert!(overflow.contains("overflow"), "{overflow}");
+}
