@@ -43,6 +43,7 @@
 //! }
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::ConfigError;
@@ -358,7 +359,7 @@ pub(crate) struct SplitMix {
     state: u64,
 }
 
-pub(crate) const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl SplitMix {
     pub(crate) fn new(seed: u64) -> Self {
@@ -371,8 +372,43 @@ impl SplitMix {
     }
 }
 
+/// SplitMix64 on an atomic counter: a seedable random source that threads share
+/// without a lock (one relaxed increment per draw). Used by policies (jitter),
+/// breakers (open-time jitter) and the chaos injector.
+#[derive(Debug)]
+pub(crate) struct SharedRng(AtomicU64);
+
+impl SharedRng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(AtomicU64::new(seed))
+    }
+
+    /// A uniform random `u64`; from one thread, the same sequence as
+    /// [`SplitMix`] with the same seed.
+    pub(crate) fn next_u64(&self) -> u64 {
+        mix(self
+            .0
+            .fetch_add(GOLDEN, Ordering::Relaxed)
+            .wrapping_add(GOLDEN))
+    }
+
+    /// A uniform sample in `[0, 1)`.
+    pub(crate) fn next_unit(&self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A seed that differs per call and per process, from std's randomly keyed
+/// hasher (no `rand` needed for jitter).
+pub(crate) fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5afe_ca11);
+    h.finish()
+}
+
 /// The SplitMix64 finaliser.
-pub(crate) fn mix(mut z: u64) -> u64 {
+fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -42,10 +42,9 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::backoff::{GOLDEN, mix};
+use crate::backoff::{SharedRng, random_seed};
 use crate::budget::BudgetState;
 use crate::call::{Call, Plain, WithAttempt};
 use crate::classify::AlwaysTransient;
@@ -77,16 +76,13 @@ pub(crate) struct Settings {
     pub(crate) max_retry_after: Duration,
     pub(crate) timeout_class: ErrorClass,
     pub(crate) budget: Option<BudgetState>,
-    rng: AtomicU64,
+    rng: SharedRng,
 }
 
 impl Settings {
     /// A uniform random `u64` from the policy's seeded source (lock-free).
     pub(crate) fn random(&self) -> u64 {
-        mix(self
-            .rng
-            .fetch_add(GOLDEN, Ordering::Relaxed)
-            .wrapping_add(GOLDEN))
+        self.rng.next_u64()
     }
 }
 
@@ -404,19 +400,11 @@ impl<E> SafeCallBuilder<E> {
                     max_retry_after: self.max_retry_after,
                     timeout_class: self.timeout_class,
                     budget: self.budget.state(),
-                    rng: AtomicU64::new(seed),
+                    rng: SharedRng::new(seed),
                 },
                 classify: self.classify,
                 on_retry: self.on_retry,
             }),
         }
     }
-}
-
-/// A per-process random seed, from std's randomly keyed hasher.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_usize(&h as *const _ as usize);
-    h.finish()
 }

@@ -42,7 +42,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,7 +50,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::ConfigError;
-use crate::backoff::{GOLDEN, mix};
+use crate::backoff::SharedRng;
 
 type Make<T, E> = Arc<dyn Fn() -> Result<T, E> + Send + Sync>;
 
@@ -346,7 +345,7 @@ pub struct Chaos<E> {
 }
 
 struct ChaosInner<E> {
-    rng: AtomicU64,
+    rng: SharedRng,
     hang: f64,
     error: f64,
     make_error: Option<Arc<dyn Fn() -> E + Send + Sync>>,
@@ -410,21 +409,12 @@ impl<E> Chaos<E> {
         if p <= 0.0 {
             return false;
         }
-        let x = mix(self
-            .inner
-            .rng
-            .fetch_add(GOLDEN, Ordering::Relaxed)
-            .wrapping_add(GOLDEN));
-        ((x >> 11) as f64 / (1u64 << 53) as f64) < p
+        self.inner.rng.next_unit() < p
     }
 
     fn pick_latency(&self) -> Duration {
         let (lo, hi) = self.inner.latency_range;
-        let x = mix(self
-            .inner
-            .rng
-            .fetch_add(GOLDEN, Ordering::Relaxed)
-            .wrapping_add(GOLDEN));
+        let x = self.inner.rng.next_u64();
         let span = hi.saturating_sub(lo).as_nanos();
         let offset = if span == 0 {
             0
@@ -530,7 +520,7 @@ impl<E> ChaosBuilder<E> {
         }
         Ok(Chaos {
             inner: Arc::new(ChaosInner {
-                rng: AtomicU64::new(self.seed),
+                rng: SharedRng::new(self.seed),
                 hang: self.hang,
                 error: self.error,
                 make_error: self.make_error,

@@ -19,9 +19,9 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::backoff::{SharedRng, random_seed};
 use crate::breaker::Transition;
 use crate::{ConfigError, RetryBudget};
 
@@ -439,7 +439,7 @@ impl BreakerConfig {
             growth_factor,
             growth_cap,
             jitter: self.jitter,
-            rng: AtomicU64::new(seed),
+            rng: SharedRng::new(seed),
             half_open_probes,
             successes_to_close,
             probe_lease,
@@ -449,13 +449,6 @@ impl BreakerConfig {
             retry_budget: self.retry_budget.filter(RetryBudget::is_enabled),
         })
     }
-}
-
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x5afe_ca11);
-    h.finish()
 }
 
 /// The failure-rate rule, validated.
@@ -485,7 +478,7 @@ pub(crate) struct Settings {
     pub(crate) growth_factor: f64,
     pub(crate) growth_cap: Duration,
     pub(crate) jitter: f64,
-    rng: AtomicU64,
+    rng: SharedRng,
     pub(crate) half_open_probes: u32,
     pub(crate) successes_to_close: u32,
     pub(crate) probe_lease: Duration,
@@ -512,14 +505,7 @@ impl fmt::Debug for Settings {
 impl Settings {
     /// A uniform sample in [0, 1) from the shared splitmix64 source.
     pub(crate) fn next_unit(&self) -> f64 {
-        let mut z = self
-            .rng
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.next_unit()
     }
 }
 
