@@ -356,6 +356,9 @@ where
         (t as u32).min(TOUCHED - 1)
     }
 
+    /// The TTL in ticks, rounded up; a TTL past 497 days saturates below
+    /// `TOUCHED` (a mutant of that limit, `TOUCHED / 1`, is equivalent: no
+    /// entry can be idle that long before the clock itself saturates).
     fn ttl_ticks(&self) -> u32 {
         let t = self.idle_ttl.as_nanos().div_ceil(TICK.as_nanos());
         u32::try_from(t).unwrap_or(TOUCHED - 1)

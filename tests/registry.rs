@@ -291,3 +291,64 @@ async fn debug_output_names_the_registry_and_the_overflow_breaker() {
     let overflow = format!("{:?}", r.overflow());
     assert!(overflow.contains("overflow"), "{overflow}");
 }
+
+/// Counts the registry's WARN events on the thread it is installed on.
+#[derive(Clone, Default)]
+struct Warnings(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let m = event.metadata();
+        if *m.level() == tracing::Level::WARN && m.target() == "safecall::registry" {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Warnings {
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_overflow_warning_is_logged_once_per_episode() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let warnings = Warnings::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(2);
+
+    let mut held: Vec<Breaker> = (0..2).map(|k| r.get(&k)).collect();
+    for k in 10..13 {
+        assert!(r.get(&k).ptr_eq(r.overflow()));
+    }
+    assert_eq!(warnings.count(), 1, "one warning for the first episode");
+
+    // Room again: a new key gets its own breaker, which ends the episode.
+    drop(held.pop());
+    let fresh = r.get(&20);
+    assert!(!fresh.ptr_eq(r.overflow()));
+    held.push(fresh);
+    for k in 30..33 {
+        assert!(r.get(&k).ptr_eq(r.overflow()));
+    }
+    assert_eq!(warnings.count(), 2, "one more for the second episode");
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_registry_evicts_from_other_shards_when_the_home_shard_has_nothing() {
+    // 1,024 keys make 4 shards. All breakers are held but one: a new key
+    // must find that one wherever it lives. Each round frees a different
+    // key, so rounds where it sits outside the new key's shard are all but
+    // certain (3 in 4 each).
+    for round in 0..16u32 {
+        let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(1024);
+        let mut held: Vec<Breaker> = (0..1024).map(|k| r.get(&k)).collect();
+        drop(held.swap_remove((round * 61) as usize));
+        let b = r.get(&(5_000 + round));
+        assert!(!b.ptr_eq(r.overflow()), "round {round}: room existed");
+        assert_eq!(r.len(), 1024);
+    }
+}
