@@ -301,14 +301,19 @@ fn budget_of<'a>(s: &'a Settings, breaker: Option<&'a Breaker>) -> Option<&'a Bu
 }
 
 /// Spends one retry from the call's budget, if it has one.
+#[inline]
 fn withdraw(s: &Settings, breaker: Option<&Breaker>) -> bool {
     budget_of(s, breaker).is_none_or(BudgetState::try_withdraw)
 }
 
 /// If `breaker` is open and will still refuse after `delay`, the time until it
 /// lets a probe through: waiting for it would sleep into a certain refusal.
+#[inline]
 fn refused_after(breaker: Option<&Breaker>, delay: Duration) -> Option<Duration> {
-    let breaker = breaker?;
+    breaker.and_then(|b| open_for_longer_than(b, delay))
+}
+
+fn open_for_longer_than(breaker: &Breaker, delay: Duration) -> Option<Duration> {
     if breaker.state() != BreakerState::Open {
         return None;
     }
