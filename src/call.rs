@@ -9,7 +9,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::breaker::{Breaker, BreakerState, Outcome, Permit};
+use crate::breaker::{Breaker, Outcome, Permit, RefusalCause};
 use crate::budget::BudgetState;
 use crate::error::TimeoutKind;
 use crate::policy::{Inner, RetryEvent, Settings};
@@ -307,20 +307,13 @@ fn withdraw(s: &Settings, breaker: Option<&Breaker>) -> bool {
 }
 
 /// If `breaker` is open and will still refuse after `delay`, the time until it
-/// lets a probe through: waiting for it would sleep into a certain refusal.
+/// lets a probe through and why: waiting for it would sleep into a certain
+/// refusal.
 #[inline]
-fn refused_after(breaker: Option<&Breaker>, delay: Duration) -> Option<Duration> {
-    breaker.and_then(|b| open_for_longer_than(b, delay))
-}
-
-fn open_for_longer_than(breaker: &Breaker, delay: Duration) -> Option<Duration> {
-    if breaker.state() != BreakerState::Open {
-        return None;
-    }
+fn refused_after(breaker: Option<&Breaker>, delay: Duration) -> Option<(Duration, RefusalCause)> {
     breaker
-        .snapshot()
-        .retry_in
-        .filter(|retry_in| *retry_in > delay)
+        .and_then(Breaker::open_refusal)
+        .filter(|(retry_in, _)| *retry_in > delay)
 }
 
 /// The time limit of the next attempt, if any: `(end, whether it is the deadline)`.
@@ -432,9 +425,10 @@ where
                         match breaker.try_acquire() {
                             Ok(permit) => *this.permit = Some(permit),
                             Err(refused) => {
-                                tracing::debug!(attempts = *this.attempts, retry_in = ?refused.retry_in(), "circuit open");
+                                tracing::debug!(attempts = *this.attempts, retry_in = ?refused.retry_in(), cause = %refused.cause(), "circuit open");
                                 resolve!(Err(Error::CircuitOpen {
                                     retry_in: refused.retry_in(),
+                                    cause: refused.cause(),
                                     attempts: *this.attempts,
                                 }));
                             }
@@ -500,13 +494,18 @@ where
                 *this.deadline,
             );
             if let Next::Retry { delay, .. } = next {
-                if let Some(retry_in) = refused_after(*this.breaker, delay) {
+                if let Some((retry_in, cause)) = refused_after(*this.breaker, delay) {
                     tracing::debug!(
                         attempts,
                         ?retry_in,
+                        %cause,
                         "circuit open: not waiting for a refusal"
                     );
-                    resolve!(Err(Error::CircuitOpen { retry_in, attempts }));
+                    resolve!(Err(Error::CircuitOpen {
+                        retry_in,
+                        cause,
+                        attempts
+                    }));
                 }
                 if !withdraw(&inner.settings, *this.breaker) {
                     next = Next::GiveUp(ExhaustedReason::BudgetEmpty);

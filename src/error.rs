@@ -4,6 +4,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+use crate::breaker::RefusalCause;
+
 /// Why [`Error::Exhausted`] gave up: which limit allowed no further attempt.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,10 +102,13 @@ pub enum Error<E> {
     },
     /// The circuit breaker refused an attempt; the operation was not invoked for
     /// it.
-    #[error("circuit open after {attempts} attempt{}: next probe allowed in {retry_in:?}", plural(*.attempts))]
+    #[error("circuit open ({cause}) after {attempts} attempt{}: next probe allowed in {retry_in:?}", plural(*.attempts))]
     CircuitOpen {
         /// Time until the breaker lets a probe through.
         retry_in: Duration,
+        /// Why the breaker refused: tripped by failures, forced open, cooling
+        /// down on a server's retry-after hint, or half-open and busy.
+        cause: RefusalCause,
         /// How many times the operation was invoked before the refusal.
         attempts: u32,
     },

@@ -122,8 +122,8 @@ pub mod testing;
 
 pub use backoff::{Backoff, Delays, Jitter};
 pub use breaker::{
-    Breaker, BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Outcome, Permit, Rejected,
-    Transition, TransitionCause,
+    Breaker, BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Outcome, Permit,
+    RefusalCause, Rejected, Transition, TransitionCause,
 };
 pub use budget::RetryBudget;
 pub use call::{Attempt, Call, Plain, WithAttempt};

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use safecall::testing::Script;
 use safecall::{
-    Backoff, Breaker, BreakerConfig, BreakerRegistry, BreakerState, Error, ErrorClass, Jitter,
-    RetryBudget, SafeCall,
+    Backoff, Breaker, BreakerConfig, BreakerMode, BreakerRegistry, BreakerState, Error, ErrorClass,
+    Jitter, RefusalCause, RetryBudget, SafeCall,
 };
 use support::{TestError, retry_after, secs, status};
 use tokio::time::Instant;
@@ -54,10 +54,13 @@ async fn a_breaker_that_opens_mid_call_ends_it_with_circuit_open() {
         .unwrap_err();
     match err {
         Error::CircuitOpen {
-            attempts, retry_in, ..
+            attempts,
+            retry_in,
+            cause,
         } => {
             assert_eq!(attempts, 2);
             assert_eq!(retry_in, secs(30));
+            assert_eq!(cause, RefusalCause::Open);
         }
         other => panic!("{other:?}"),
     }
@@ -82,7 +85,11 @@ async fn a_breaker_opened_by_another_call_during_the_wait_ends_the_call_on_its_n
     let err = futures::poll!(call.as_mut());
     assert!(matches!(
         err,
-        std::task::Poll::Ready(Err(Error::CircuitOpen { attempts: 1, .. }))
+        std::task::Poll::Ready(Err(Error::CircuitOpen {
+            attempts: 1,
+            cause: RefusalCause::Open,
+            ..
+        }))
     ));
 
     // A breaker tripped by someone else while this call waits.
@@ -96,7 +103,14 @@ async fn a_breaker_opened_by_another_call_during_the_wait_ends_the_call_on_its_n
     b.force_open();
     let err = call.await.unwrap_err();
     assert!(
-        matches!(err, Error::CircuitOpen { attempts: 1, .. }),
+        matches!(
+            err,
+            Error::CircuitOpen {
+                attempts: 1,
+                cause: RefusalCause::ForcedOpen,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(script.calls(), 1);
@@ -114,10 +128,21 @@ async fn an_open_breaker_refuses_at_once_without_invoking_the_operation() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::CircuitOpen { attempts: 0, .. }),
+        matches!(
+            err,
+            Error::CircuitOpen {
+                attempts: 0,
+                cause: RefusalCause::ForcedOpen,
+                ..
+            }
+        ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("circuit open"));
+    assert!(
+        err.to_string()
+            .contains("circuit open (forced open by hand) after 0 attempts"),
+        "{err}"
+    );
     assert_eq!(script.calls(), 0);
     assert_eq!(t0.elapsed(), Duration::ZERO);
 }
@@ -209,9 +234,14 @@ async fn a_retry_after_hint_cools_the_key_down_without_counting_as_a_failure() {
     let other = Script::<u32, TestError>::new().then_ok(1);
     let err = p.call(|| other.attempt()).breaker(&b).await.unwrap_err();
     match err {
-        Error::CircuitOpen { retry_in, attempts } => {
+        Error::CircuitOpen {
+            retry_in,
+            attempts,
+            cause,
+        } => {
             assert_eq!(attempts, 0);
             assert_eq!(retry_in, secs(6));
+            assert_eq!(cause, RefusalCause::CoolingDown, "not a failure");
         }
         e => panic!("{e:?}"),
     }
@@ -340,4 +370,40 @@ fn a_bad_per_key_budget_is_refused() {
         Breaker::try_new(BreakerConfig::default().retry_budget(RetryBudget::default().ratio(-1.0)))
             .unwrap_err();
     assert_eq!(err.field(), "retry_budget.ratio");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_metrics_only_breaker_never_ends_a_call_even_once_it_would_have_opened() {
+    // MetricsOnly trips its shadow state but refuses nothing: a retry must
+    // neither be refused nor cut short as "waiting for a certain refusal".
+    let b = Breaker::new(
+        BreakerConfig::default()
+            .consecutive_failures(1)
+            .no_failure_rate()
+            .open_duration(secs(30))
+            .mode(BreakerMode::MetricsOnly),
+    );
+    let script = Script::<u32, TestError>::new()
+        .then_err(status(503))
+        .then_ok(7);
+    let value = policy(3).call(|| script.attempt()).breaker(&b).await;
+    assert_eq!(value.unwrap(), 7);
+    assert_eq!(script.calls(), 2);
+    assert_eq!(b.state(), BreakerState::Open, "what would have been");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_half_open_breaker_refuses_with_its_cause() {
+    let b = breaker(1);
+    let trip = b.try_acquire().unwrap();
+    trip.record(safecall::Outcome::Failure);
+    tokio::time::advance(secs(30)).await;
+    let probe = b.try_acquire().expect("the one probe");
+    let refused = b.try_acquire().unwrap_err();
+    assert_eq!(refused.cause(), RefusalCause::ProbesBusy);
+    assert!(
+        refused.to_string().contains("every probe slot taken"),
+        "{refused}"
+    );
+    drop(probe);
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use safecall::{
     Backoff, BreakerConfig, BreakerRegistry, BreakerState, ConfigError, Error, ErrorClass, Jitter,
-    RetryBudget, SafeCall, classify_http_status, parse_retry_after,
+    RefusalCause, RetryBudget, SafeCall, classify_http_status, parse_retry_after,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -450,10 +450,11 @@ impl TwilioGuard {
                 // A `Retry-After` on another message of this org cools its
                 // breaker down. Nothing was sent for this message, so waiting
                 // out the cool-down and trying again is safe.
-                Err(Error::CircuitOpen { retry_in, .. })
-                    if breaker.snapshot().cooling_down
-                        && waited + retry_in <= self.cooldown_wait =>
-                {
+                Err(Error::CircuitOpen {
+                    retry_in,
+                    cause: RefusalCause::CoolingDown,
+                    ..
+                }) if waited + retry_in <= self.cooldown_wait => {
                     waited += retry_in;
                     tokio::time::sleep(retry_in).await;
                 }

@@ -30,7 +30,7 @@ use crate::breaker::state::{
 };
 use crate::breaker::window::Window;
 use crate::breaker::{
-    BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, Rejected, Transition,
+    BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, RefusalCause, Rejected, Transition,
     TransitionCause,
 };
 use crate::budget::BudgetState;
@@ -370,23 +370,29 @@ impl Breaker {
         let now = Instant::now();
         let started = s.slow_call.map(|_| now);
         let ext = core.ext(now);
-        let refuse = |retry_in: Duration| {
+        let refuse = |retry_in: Duration, cause: RefusalCause| {
             if s.mode == BreakerMode::MetricsOnly {
                 Ok(Permit::new(self, Kind::Shadow, started))
             } else {
-                Err(Rejected::new(retry_in))
+                Err(Rejected::new(retry_in, cause))
             }
         };
         // Lock-free refusal: forced open, or within the open period or a
-        // cool-down.
+        // cool-down (causes in the order of `Machine::refusal_cause`).
         if w & FORCED != 0 {
-            return refuse(s.open_duration);
+            return refuse(s.open_duration, RefusalCause::ForcedOpen);
         }
-        if w & PHASE_MASK == OPEN_BITS || w & COOLING != 0 {
+        let open = w & PHASE_MASK == OPEN_BITS;
+        if open || w & COOLING != 0 {
             let until = ext.refuse_until.load(Ordering::Acquire);
             let t = ext.nanos(now);
             if t < until {
-                return refuse(Duration::from_nanos(until - t));
+                let cause = if open {
+                    RefusalCause::Open
+                } else {
+                    RefusalCause::CoolingDown
+                };
+                return refuse(Duration::from_nanos(until - t), cause);
             }
         }
         let (admission, change) = {
@@ -407,7 +413,7 @@ impl Breaker {
                 Kind::Probe { generation, ticket },
                 started,
             )),
-            Admission::Reject { retry_in } => refuse(retry_in),
+            Admission::Reject { retry_in, cause } => refuse(retry_in, cause),
         }
     }
 
@@ -705,6 +711,30 @@ impl Core {
             snap.generation = m.generation();
         }
         snap
+    }
+}
+
+impl Breaker {
+    /// If the breaker is open (tripped or cooling down, not half-open) and
+    /// refuses calls: how long until a probe is let through, and why. `None`
+    /// while calls are let through (in every mode but
+    /// [`BreakerMode::Enabled`]), when half-open, and for a forced-open breaker
+    /// (it has no end).
+    pub(crate) fn open_refusal(&self) -> Option<(Duration, RefusalCause)> {
+        let core = self.core();
+        if core.word.load(Ordering::Acquire) & FLAGS_MASK == 0
+            || core.settings.mode != BreakerMode::Enabled
+        {
+            return None;
+        }
+        let ext = core.ext.get()?;
+        let now = Instant::now();
+        let m = lock(&ext.machine);
+        if m.state_at(now) != BreakerState::Open {
+            return None;
+        }
+        let retry_in = m.retry_in(now, &core.settings)?;
+        Some((retry_in, m.refusal_cause(now)))
     }
 }
 

@@ -22,7 +22,8 @@
 //! - **Closed**: calls go through. It trips on [`consecutive_failures`] counted
 //!   failures in a row, or on a failure ratio over a sliding window
 //!   ([`failure_rate`], with [`minimum_calls`]).
-//! - **Open**: calls are refused with [`Rejected::retry_in`]. The move to
+//! - **Open**: calls are refused with [`Rejected::retry_in`] and a
+//!   [`RefusalCause`]. The move to
 //!   half-open is decided lazily by the clock on the next call: no timer, no
 //!   task. [`Breaker::state`] reports `HalfOpen` as soon as the time has come.
 //! - **HalfOpen**: at most [`half_open_probes`] probes in flight; after
@@ -45,7 +46,7 @@
 //! wedge a breaker half-open.
 //!
 //! ```
-//! use safecall::{Breaker, BreakerConfig, BreakerState, Outcome};
+//! use safecall::{Breaker, BreakerConfig, BreakerState, Outcome, RefusalCause};
 //! use std::time::Duration;
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
@@ -62,6 +63,7 @@
 //! assert_eq!(breaker.state(), BreakerState::Open);
 //! let refused = breaker.try_acquire().unwrap_err();
 //! assert_eq!(refused.retry_in(), Duration::from_secs(30));
+//! assert_eq!(refused.cause(), RefusalCause::Open);
 //!
 //! tokio::time::advance(Duration::from_secs(30)).await;
 //! let probe = breaker.try_acquire().expect("the first call after the open period is a probe");
@@ -192,16 +194,50 @@ pub struct Transition<'a> {
     pub metrics_only: bool,
 }
 
+/// Why a breaker refused an attempt.
+///
+/// A caller that reports the refusal can tell "the provider is failing" from
+/// "the provider asked us to slow down" from "someone isolated it by hand".
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum RefusalCause {
+    /// Tripped by failures and not yet due for a probe (see
+    /// [`BreakerSnapshot::tripped_by`] for what tripped it).
+    Open,
+    /// Forced open by hand ([`Breaker::force_open`]); refuses until
+    /// [`Breaker::reset`].
+    ForcedOpen,
+    /// A server's retry-after hint holds calls back until it ends; nothing
+    /// was counted as a failure.
+    CoolingDown,
+    /// Half-open, with every probe slot taken by a probe in flight.
+    ProbesBusy,
+}
+
+impl fmt::Display for RefusalCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RefusalCause::Open => "open after failures",
+            RefusalCause::ForcedOpen => "forced open by hand",
+            RefusalCause::CoolingDown => "cooling down on the server's retry-after hint",
+            RefusalCause::ProbesBusy => "half-open, every probe slot taken",
+        })
+    }
+}
+
 /// A breaker refused an attempt. The limit is this client's own breaker, not
 /// the server's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rejected {
     retry_in: Duration,
+    cause: RefusalCause,
 }
 
 impl Rejected {
-    pub(crate) fn new(retry_in: Duration) -> Self {
-        Self { retry_in }
+    pub(crate) fn new(retry_in: Duration, cause: RefusalCause) -> Self {
+        Self { retry_in, cause }
     }
 
     /// Time until the breaker lets a probe through (for a forced-open breaker,
@@ -210,14 +246,20 @@ impl Rejected {
     pub fn retry_in(&self) -> Duration {
         self.retry_in
     }
+
+    /// Why the breaker refused.
+    #[must_use]
+    pub fn cause(&self) -> RefusalCause {
+        self.cause
+    }
 }
 
 impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "this client's circuit breaker is open: next probe allowed in {:?}",
-            self.retry_in
+            "this client's circuit breaker refused the call ({}): next probe allowed in {:?}",
+            self.cause, self.retry_in
         )
     }
 }

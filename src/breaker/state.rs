@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::breaker::config::Settings;
-use crate::breaker::{BreakerState, TransitionCause};
+use crate::breaker::{BreakerState, RefusalCause, TransitionCause};
 
 /// The phase of the machine. `Open` covers a forced open too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,10 @@ pub(crate) enum Admission {
     /// A half-open probe holding slot `ticket`.
     Probe { generation: u32, ticket: u32 },
     /// Refused: a probe may go through in `retry_in`.
-    Reject { retry_in: Duration },
+    Reject {
+        retry_in: Duration,
+        cause: RefusalCause,
+    },
 }
 
 /// A state change the caller must publish (tracing event, listener).
@@ -238,6 +241,22 @@ impl Machine {
         }
     }
 
+    /// Why calls are refused at `now`, if they are: forced beats tripped,
+    /// tripped beats a cool-down, and a half-open breaker refuses only when
+    /// its probe slots are full. The lock-free refusal in the handle follows
+    /// the same order.
+    pub(crate) fn refusal_cause(&self, now: Instant) -> RefusalCause {
+        if self.forced {
+            RefusalCause::ForcedOpen
+        } else if self.phase == Phase::Open {
+            RefusalCause::Open
+        } else if self.cooldown_until.is_some_and(|u| now < u) {
+            RefusalCause::CoolingDown
+        } else {
+            RefusalCause::ProbesBusy
+        }
+    }
+
     fn lease_wait(&self, now: Instant) -> Duration {
         self.probes
             .iter()
@@ -295,7 +314,14 @@ impl Machine {
                     }
                     _ => wait,
                 };
-                return (Admission::Reject { retry_in: wait }, None);
+                let cause = self.refusal_cause(now);
+                return (
+                    Admission::Reject {
+                        retry_in: wait,
+                        cause,
+                    },
+                    None,
+                );
             }
             self.cooldown_until = None;
         }
@@ -309,12 +335,14 @@ impl Machine {
             Phase::Open if self.forced => (
                 Admission::Reject {
                     retry_in: s.open_duration,
+                    cause: RefusalCause::ForcedOpen,
                 },
                 None,
             ),
             Phase::Open if now < self.open_until => (
                 Admission::Reject {
                     retry_in: self.open_until.saturating_duration_since(now),
+                    cause: RefusalCause::Open,
                 },
                 None,
             ),
@@ -332,6 +360,7 @@ impl Machine {
         if self.probes.len() >= s.half_open_probes as usize {
             return Admission::Reject {
                 retry_in: self.lease_wait(now),
+                cause: RefusalCause::ProbesBusy,
             };
         }
         // Reserving once is only a saving (`==` → `!=` is an equivalent mutant).
@@ -537,7 +566,10 @@ mod tests {
         assert_eq!((c.from, c.to), (BreakerState::Closed, BreakerState::Open));
         assert_eq!(
             m.acquire(&s, t0 + 3600 * S).0,
-            Admission::Reject { retry_in: 30 * S }
+            Admission::Reject {
+                retry_in: 30 * S,
+                cause: RefusalCause::ForcedOpen
+            }
         );
         assert_eq!(m.state_at(t0 + 3600 * S), BreakerState::Open);
         assert_eq!(m.retry_in(t0, &s), None, "forced: no probe is scheduled");
@@ -563,7 +595,10 @@ mod tests {
         m.cool_down(t0 + 5 * S);
         assert_eq!(
             m.acquire(&s, t0 + S).0,
-            Admission::Reject { retry_in: 29 * S }
+            Admission::Reject {
+                retry_in: 29 * S,
+                cause: RefusalCause::Open
+            }
         );
         // Forced and cooling: the cool-down's own end.
         let mut f = Machine::new(t0, 0);
@@ -571,7 +606,10 @@ mod tests {
         f.cool_down(t0 + 5 * S);
         assert_eq!(
             f.acquire(&s, t0 + S).0,
-            Admission::Reject { retry_in: 4 * S }
+            Admission::Reject {
+                retry_in: 4 * S,
+                cause: RefusalCause::ForcedOpen
+            }
         );
         // A closed breaker cooling down reports open until exactly its end.
         let mut c = Machine::new(t0, 0);
@@ -660,7 +698,10 @@ mod tests {
         let mut m = opened(&s, t0);
         assert_eq!(
             m.acquire(&s, t0 + 10 * S).0,
-            Admission::Reject { retry_in: 20 * S }
+            Admission::Reject {
+                retry_in: 20 * S,
+                cause: RefusalCause::Open
+            }
         );
         assert_eq!(m.state_at(t0 + 30 * S), BreakerState::HalfOpen);
         let (a, c) = m.acquire(&s, t0 + 30 * S);
@@ -669,7 +710,10 @@ mod tests {
         // The single slot is taken: refused until its lease (30 s) runs out.
         assert_eq!(
             m.acquire(&s, t0 + 31 * S).0,
-            Admission::Reject { retry_in: 29 * S }
+            Admission::Reject {
+                retry_in: 29 * S,
+                cause: RefusalCause::ProbesBusy
+            }
         );
     }
 
@@ -825,7 +869,10 @@ mod tests {
         assert_eq!(m.state_at(t0), BreakerState::Open);
         assert_eq!(
             m.acquire(&s, t0 + 2 * S).0,
-            Admission::Reject { retry_in: 5 * S }
+            Admission::Reject {
+                retry_in: 5 * S,
+                cause: RefusalCause::CoolingDown
+            }
         );
         assert_eq!(
             m.acquire(&s, t0 + 7 * S).0,
