@@ -101,14 +101,15 @@ use std::time::Duration;
 mod config;
 mod handle;
 mod permit;
+mod shared;
 pub(crate) mod state;
 mod window;
 
 pub(crate) use config::Settings;
 pub use config::{BreakerConfig, BreakerMode};
 pub use handle::Breaker;
-pub(crate) use handle::{Core, Inner};
 pub use permit::{Outcome, Permit};
+pub(crate) use shared::{Core, Inner};
 
 /// The state of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,0 +1,263 @@
+//! The storage behind a [`Breaker`](crate::Breaker): the core every breaker
+//! has (one atomic word, the settings), the extension allocated on the first
+//! outcome that needs it (window, state machine, consecutive count, budget),
+//! and the reads and writes on them that do not depend on a handle.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::breaker::config::Settings;
+use crate::breaker::state::{
+    COOLING, FLAGS_MASK, FORCED, GEN_MASK, GEN_SHIFT, MACHINE_BITS, Machine, OPEN_BITS, PHASE_MASK,
+    Phase,
+};
+use crate::breaker::window::Window;
+use crate::breaker::{BreakerMode, BreakerSnapshot, BreakerState};
+use crate::budget::BudgetState;
+use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, lock};
+
+const SEEN_SHIFT: u32 = 32;
+
+pub(super) fn generation_of(w: u64) -> u32 {
+    (w >> GEN_SHIFT) as u32 & GEN_MASK
+}
+
+/// What a breaker knows of its key: enough to name it in events.
+pub(crate) trait KeyLabel: Send + Sync + 'static {
+    fn label(&self) -> &dyn fmt::Debug;
+}
+
+impl<K: fmt::Debug + Send + Sync + 'static> KeyLabel for K {
+    fn label(&self) -> &dyn fmt::Debug {
+        self
+    }
+}
+
+/// The key of a breaker built outside a registry.
+pub(crate) struct Unkeyed;
+
+impl fmt::Debug for Unkeyed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("unkeyed")
+    }
+}
+
+/// The shared state of a breaker, with its key last so that an
+/// `Arc<Inner<K>>` held by a registry coerces to the `Arc<Inner<dyn KeyLabel>>`
+/// of a [`Breaker`] without copying the key.
+pub(crate) struct Inner<K: ?Sized> {
+    pub(crate) core: Core,
+    pub(crate) key: K,
+}
+
+/// Everything but the key. Small on purpose (one registry holds a million):
+/// the window, the machine and its mutex live in [`Ext`], allocated on the
+/// first outcome that needs them.
+pub(crate) struct Core {
+    /// `seen:32 | generation:24 | flags:6 | phase:2` (see `state`): what
+    /// the fast paths read. `seen` is the registry's coarse last-use stamp,
+    /// kept here rather than in a field of its own to keep an idle breaker at
+    /// 32 bytes.
+    pub(super) word: AtomicU64,
+    pub(super) settings: Arc<Settings>,
+    pub(super) ext: OnceLock<Box<Ext>>,
+}
+
+pub(super) struct Ext {
+    /// Time zero of the `*_nanos` values below.
+    pub(super) base: Instant,
+    /// Until when a call can be refused without the lock (nanos since base;
+    /// 0 = nothing scheduled).
+    pub(super) refuse_until: AtomicU64,
+    /// Counted failures in a row. Lives here: a breaker without an
+    /// extension has recorded no failure since it was built or compacted.
+    pub(super) consecutive: AtomicU32,
+    pub(super) window: Window,
+    pub(super) machine: Mutex<Machine>,
+    /// This breaker's own retry budget, if its config asks for one (boxed:
+    /// a breaker without one pays a pointer, not the budget's window).
+    pub(super) budget: Option<Box<BudgetState>>,
+}
+
+impl Ext {
+    fn new(s: &Settings, now: Instant, generation: u32) -> Self {
+        Self {
+            base: now,
+            refuse_until: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            window: Window::new(s.rate),
+            machine: Mutex::new(Machine::new(now, generation)),
+            budget: s.retry_budget.and_then(|b| b.state()).map(Box::new),
+        }
+    }
+
+    pub(super) fn nanos(&self, at: Instant) -> u64 {
+        // u64 arithmetic: `Duration::as_nanos` is a u128, costly on this path.
+        let d = at.saturating_duration_since(self.base);
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
+    }
+}
+
+impl Core {
+    pub(crate) fn new(settings: Arc<Settings>) -> Self {
+        let core = Self {
+            word: AtomicU64::new(0),
+            settings,
+            ext: OnceLock::new(),
+        };
+        // loom cannot model `OnceLock`; build the extension before any thread
+        // exists so the model only sees loom's primitives.
+        #[cfg(safecall_loom)]
+        let _ = core.ext(Instant::now());
+        core
+    }
+
+    pub(super) fn ext(&self, now: Instant) -> &Ext {
+        self.ext.get_or_init(|| {
+            let generation = generation_of(self.word.load(Ordering::Acquire));
+            Box::new(Ext::new(&self.settings, now, generation))
+        })
+    }
+
+    /// The registry's last-use stamp.
+    pub(crate) fn seen(&self) -> u32 {
+        (self.word.load(Ordering::Relaxed) >> SEEN_SHIFT) as u32
+    }
+
+    /// Set the registry's last-use stamp.
+    pub(crate) fn set_seen(&self, stamp: u32) {
+        let _ = self
+            .word
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                Some((w & MACHINE_BITS) | (u64::from(stamp) << SEEN_SHIFT))
+            });
+    }
+
+    /// Drop the extension of an idle closed breaker that no one else can
+    /// reach (`&mut`: the registry holds the only handle) once it holds
+    /// nothing a fresh one would not: closed, nothing pending, an empty
+    /// window. Its consecutive-failure count and generation are kept in the
+    /// core. Returns whether it was dropped.
+    ///
+    /// `idle_for` is how long the registry has not handed the breaker out:
+    /// successes still pending (not yet dated, see the `window` module) came
+    /// before that, so they are dated no later than `now - idle_for`.
+    #[cfg(not(safecall_loom))]
+    pub(crate) fn compact(&mut self, now: Instant, idle_for: Duration) -> bool {
+        let Some(ext) = self.ext.get() else {
+            return false;
+        };
+        let last_use = now.checked_sub(idle_for).unwrap_or(ext.base);
+        ext.window.settle(ext.nanos(last_use));
+        let pristine = lock(&ext.machine).is_pristine(now)
+            && ext.consecutive.load(Ordering::Relaxed) == 0
+            && ext.window.stats(ext.nanos(now)).calls == 0
+            && ext.budget.as_deref().is_none_or(BudgetState::is_idle);
+        if pristine {
+            self.ext = OnceLock::new();
+            self.word.fetch_and(!FLAGS_MASK, Ordering::AcqRel);
+        }
+        pristine
+    }
+
+    /// loom cannot model the extension's `OnceLock`: never compact.
+    #[cfg(safecall_loom)]
+    pub(crate) fn compact(&mut self, _now: Instant, _idle_for: Duration) -> bool {
+        false
+    }
+
+    /// Whether a registry may drop this breaker: closed, not forced, not
+    /// cooling down. (Handles and permits are checked by the registry.)
+    pub(crate) fn is_idle_closed(&self) -> bool {
+        self.settings.mode == BreakerMode::Disabled
+            || self.word.load(Ordering::Acquire) & FLAGS_MASK == 0
+    }
+
+    /// Mirror the machine into the atomics. Called with the lock held.
+    pub(super) fn publish(&self, ext: &Ext, m: &Machine, now: Instant) {
+        let until = m.refuse_until(now).map_or(0, |u| ext.nanos(u).max(1));
+        ext.refuse_until.store(until, Ordering::Release);
+        let low = m.word(now);
+        let _ = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                Some((w & !MACHINE_BITS) | low)
+            });
+    }
+
+    pub(super) fn state(&self) -> BreakerState {
+        if self.settings.mode == BreakerMode::Disabled {
+            return BreakerState::Closed;
+        }
+        let w = self.word.load(Ordering::Acquire);
+        if w & FLAGS_MASK == 0 {
+            return BreakerState::Closed;
+        }
+        let now = Instant::now();
+        let ext = self.ext(now);
+        let refusing = ext.nanos(now) < ext.refuse_until.load(Ordering::Acquire);
+        match w & PHASE_MASK {
+            _ if w & FORCED != 0 => BreakerState::Open,
+            _ if refusing => BreakerState::Open,
+            OPEN_BITS => BreakerState::HalfOpen,
+            p if p == Phase::HalfOpen.bits() => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
+    }
+}
+
+impl Core {
+    #[inline]
+    pub(super) fn clear_consecutive(&self) {
+        if let Some(ext) = self.ext.get() {
+            if ext.consecutive.load(Ordering::Relaxed) != 0 {
+                ext.consecutive.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(super) fn bump_consecutive(&self, now: Instant) -> u32 {
+        let prev = self
+            .ext(now)
+            .consecutive
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(1))
+            })
+            .unwrap_or(u32::MAX);
+        prev.saturating_add(1)
+    }
+
+    /// The state and statistics, for a snapshot.
+    pub(crate) fn snapshot<K>(&self, key: K) -> BreakerSnapshot<K> {
+        let s = &*self.settings;
+        let mut snap = BreakerSnapshot::new(key, self.state());
+        snap.mode = s.mode;
+        snap.generation = generation_of(self.word.load(Ordering::Acquire));
+        if let Some(ext) = self.ext.get() {
+            snap.consecutive_failures = ext.consecutive.load(Ordering::Relaxed);
+            let now = Instant::now();
+            let stats = ext.window.stats(ext.nanos(now));
+            snap.calls_in_window = stats.calls;
+            snap.failures_in_window = stats.failures;
+            snap.failure_rate = stats.rate();
+            let m = lock(&ext.machine);
+            snap.state = m.state_at(now);
+            if s.mode == BreakerMode::Disabled {
+                snap.state = BreakerState::Closed;
+            } else {
+                snap.retry_in = m.retry_in(now, s);
+                snap.tripped_by = m.tripped_by();
+            }
+            snap.probes_in_flight = m.probes_in_flight(now);
+            snap.forced = m.is_forced();
+            snap.cooling_down = m.word(now) & COOLING != 0;
+            snap.generation = m.generation();
+        }
+        snap
+    }
+}
