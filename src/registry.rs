@@ -524,6 +524,8 @@ where
                 evicted += usize::from(g.remove(h, &e));
             }
         }
+        // (Skipping a zero subtraction is only a saving: `>` → `>=` is an
+        // equivalent mutant.)
         if evicted > 0 {
             self.len.fetch_sub(evicted, Ordering::Relaxed);
         }
@@ -607,6 +609,69 @@ mod tests {
             let s = shard_count(n);
             assert!(s.is_power_of_two() && s <= MAX_SHARDS, "{n} -> {s}");
         }
+    }
+
+    /// Keys `0..n` held in a registry of `max_keys` = `n`, and the shard each
+    /// lives in.
+    fn full(
+        n: u32,
+    ) -> (
+        BreakerRegistry<u32>,
+        Vec<Option<crate::Breaker>>,
+        Vec<usize>,
+    ) {
+        let r: BreakerRegistry<u32> = BreakerRegistry::new(BreakerConfig::default())
+            .max_keys(n as usize)
+            .idle_ttl(Duration::from_secs(3600));
+        let held = (0..n).map(|k| Some(r.get(&k))).collect();
+        let shard = (0..n).map(|k| r.shard_of(r.hasher.hash_one(k))).collect();
+        (r, held, shard)
+    }
+
+    /// A key from `from..` whose shard is `home`.
+    fn key_in(r: &BreakerRegistry<u32>, home: usize, from: u32) -> u32 {
+        (from..)
+            .find(|k| r.shard_of(r.hasher.hash_one(k)) == home)
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn making_room_evicts_from_the_home_shard_first_and_stops_there() {
+        let (r, mut held, shard) = full(1024);
+        assert_eq!(r.shards.len(), 4);
+        // One idle breaker in the new key's shard and one in another shard.
+        let new = key_in(&r, 0, 10_000);
+        let home_free = (0..1024).find(|&k| shard[k] == 0).unwrap();
+        let other_free = (0..1024).find(|&k| shard[k] == 1).unwrap();
+        held[home_free] = None;
+        held[other_free] = None;
+        assert!(!r.get(&new).ptr_eq(r.overflow()));
+        let keys: Vec<u32> = r.snapshot().into_iter().map(|s| s.key).collect();
+        assert!(!keys.contains(&(home_free as u32)), "the home shard's goes");
+        assert!(
+            keys.contains(&(other_free as u32)),
+            "no other shard is swept"
+        );
+        assert_eq!(r.len(), 1024);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn making_room_elsewhere_stops_at_the_first_shard_that_had_some() {
+        let (r, mut held, shard) = full(1024);
+        // Nothing idle in the new key's shard (0); one idle in shards 1 and 2.
+        let new = key_in(&r, 0, 10_000);
+        let in1 = (0..1024).find(|&k| shard[k] == 1).unwrap();
+        let in2 = (0..1024).find(|&k| shard[k] == 2).unwrap();
+        held[in1] = None;
+        held[in2] = None;
+        assert!(!r.get(&new).ptr_eq(r.overflow()));
+        let keys: Vec<u32> = r.snapshot().into_iter().map(|s| s.key).collect();
+        let gone = [in1, in2]
+            .iter()
+            .filter(|&&k| !keys.contains(&(k as u32)))
+            .count();
+        assert_eq!(gone, 1, "one shard swept, the next one untouched");
+        assert_eq!(r.len(), 1024);
     }
 
     #[test]

@@ -28,6 +28,7 @@ async fn one_breaker_per_key_looked_up_by_borrowed_key() {
     assert!(a.ptr_eq(&r.get(&key)));
     assert!(!a.ptr_eq(&r.get("org-7a01")));
     assert_eq!(r.len(), 2);
+    assert!(!r.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
