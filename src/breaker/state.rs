@@ -251,6 +251,8 @@ impl Machine {
         } else if self.phase == Phase::Open {
             RefusalCause::Open
         } else if self.cooldown_until.is_some_and(|u| now < u) {
+            // (Callers ask only while calls are refused, never at the instant
+            // a cool-down ends, so `<` → `<=` is an equivalent mutant.)
             RefusalCause::CoolingDown
         } else {
             RefusalCause::ProbesBusy
