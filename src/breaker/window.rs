@@ -233,8 +233,8 @@ impl TimeWindow {
             return;
         }
         let n = self.buckets.len() as u64;
-        // (Starting one bucket earlier is an equivalent mutant: that bucket
-        // shares its slot with the newest, which is written after it.)
+        // (Starting a bucket or two earlier is an equivalent mutant: those
+        // buckets share their slots with newer ones, written after them.)
         let oldest = first_idx.max(last_idx.saturating_sub(n - 1));
         // How many of the pending successes fell before time `x`, if they
         // arrived evenly; the shares of consecutive buckets add up exactly.
@@ -302,6 +302,9 @@ impl TimeWindow {
             let (e, mut f, mut c) = unpack(cur);
             if e != epoch {
                 let ahead = e.wrapping_sub(epoch) & EPOCH_MASK;
+                // (Exactly half the epoch space ahead means a recorder whose
+                // clock reading is 2^23 windows old, years: `<` → `<=` is an
+                // equivalent mutant.)
                 if ahead != 0 && ahead < (1 << (EPOCH_BITS - 1)) {
                     // The bucket already holds a newer epoch: this outcome's
                     // time has left the window (a recorder that read the clock
