@@ -531,6 +531,27 @@ mod tests {
     }
 
     #[test]
+    fn shared_rng_units_follow_the_sequence_and_spread_over_0_1() {
+        let rng = SharedRng::new(7);
+        let mut reference = SplitMix::new(7);
+        let first = rng.next_unit();
+        assert_eq!(
+            first,
+            (reference.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        );
+        let draws: Vec<f64> = (0..1000).map(|_| rng.next_unit()).collect();
+        assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
+        let mean = draws.iter().sum::<f64>() / 1000.0;
+        assert!((0.45..0.55).contains(&mean), "mean {mean}");
+    }
+
+    #[test]
+    fn random_seeds_differ_from_call_to_call() {
+        let seeds: std::collections::HashSet<u64> = (0..8).map(|_| random_seed()).collect();
+        assert_eq!(seeds.len(), 8);
+    }
+
+    #[test]
     fn splitmix_matches_its_reference_output() {
         // SplitMix64 from state 0 (Steele, Lea and Flood; the values every
         // implementation is checked against).
