@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::{Instant, Sleep, Timeout};
 
 use crate::breaker::{Breaker, Outcome, Permit, RefusalCause};
 use crate::budget::BudgetState;
@@ -92,74 +92,29 @@ pin_project! {
         breaker: Option<&'a Breaker>,
         permit: Option<Permit<'a>>,
         attempts: u32,
-        phase: Phase,
-        // The running attempt is cut when `timer` fires; `at_deadline` when
-        // that limit is the call's deadline rather than the attempt timeout.
-        timed: bool,
-        at_deadline: bool,
+        started: bool,
         previous_delay: Duration,
         deadline: Option<Instant>,
         span: tracing::Span,
-        // The attempt in flight. Kept apart from the timer so that the common
-        // path (an attempt without a time limit) never touches the timer's slot
-        // and a state change drops only what it replaces.
         #[pin]
-        attempt: Slot<Fut>,
-        // One timer, armed as the running attempt's limit or as the wait before
-        // the next attempt, and reset in place rather than made anew.
-        #[pin]
-        timer: Timer,
-    }
-}
-
-/// Where a call is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Not polled yet.
-    New,
-    /// About to make an attempt.
-    Start,
-    /// Polling the attempt in `attempt` (and `timer`, if `timed`).
-    Running,
-    /// Polling the wait in `timer`.
-    Waiting,
-    /// Resolved.
-    Done,
-}
-
-pin_project! {
-    #[project = SlotProj]
-    enum Slot<Fut> {
-        Empty,
-        Full { #[pin] fut: Fut },
+        state: State<Fut>,
     }
 }
 
 pin_project! {
-    #[project = TimerProj]
-    enum Timer {
-        Unarmed,
-        Armed { #[pin] sleep: Sleep },
-    }
-}
-
-impl Timer {
-    /// Arms the timer to fire at `at`, reusing the timer entry if there is one.
-    fn arm(mut self: Pin<&mut Self>, at: Instant) {
-        match self.as_mut().project() {
-            TimerProj::Armed { sleep } => sleep.reset(at),
-            TimerProj::Unarmed => self.set(Timer::Armed {
-                sleep: tokio::time::sleep_until(at),
-            }),
-        }
-    }
-
-    /// Polls the armed timer; an unarmed one never fires.
-    fn poll_fired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.project() {
-            TimerProj::Armed { sleep } => sleep.poll(cx),
-            TimerProj::Unarmed => Poll::Pending,
-        }
+    #[project = StateProj]
+    enum State<Fut> {
+        // About to make an attempt.
+        Start,
+        // Polls the attempt; no time limit applies.
+        Running { #[pin] fut: Fut },
+        // Polls the attempt under its time limit; `at_deadline` when that limit
+        // is the call's deadline rather than the attempt timeout.
+        Timed { #[pin] fut: Timeout<Fut>, at_deadline: bool },
+        // Polls the wait before the next attempt.
+        Waiting { #[pin] sleep: Sleep },
+        // Resolved.
+        Done,
     }
 }
 
@@ -169,7 +124,6 @@ impl<E, Op: fmt::Debug, Fut> fmt::Debug for Call<'_, E, Op, Fut> {
             .field("op", &self.op)
             .field("attempts", &self.attempts)
             .field("deadline", &self.deadline)
-            .field("phase", &self.phase)
             .finish_non_exhaustive()
     }
 }
@@ -182,14 +136,11 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             breaker: None,
             permit: None,
             attempts: 0,
-            phase: Phase::New,
-            timed: false,
-            at_deadline: false,
+            started: false,
             previous_delay: inner.settings.backoff.base(),
             deadline: None,
             span: tracing::Span::none(),
-            attempt: Slot::Empty,
-            timer: Timer::Unarmed,
+            state: State::Start,
         }
     }
 }
@@ -348,8 +299,8 @@ where
         let mut this = self.project();
         let s = &this.inner.settings;
         let mut first_now = None;
-        if *this.phase == Phase::New {
-            *this.phase = Phase::Start;
+        if !*this.started {
+            *this.started = true;
             if let Some(budget) = budget_of(s, *this.breaker) {
                 budget.deposit();
             }
@@ -361,53 +312,9 @@ where
             *this.span = tracing::debug_span!("safecall", max_retries = s.max_retries);
         }
         let _entered = this.span.enter();
-        // Resolves the call: drops the attempt and disarms a pending limit.
-        macro_rules! resolve {
-            ($out:expr) => {{
-                this.attempt.set(Slot::Empty);
-                if *this.timed {
-                    this.timer.set(Timer::Unarmed);
-                }
-                *this.phase = Phase::Done;
-                return Poll::Ready($out);
-            }};
-        }
         loop {
-            let failure = match *this.phase {
-                Phase::Running => {
-                    let SlotProj::Full { fut } = this.attempt.as_mut().project() else {
-                        // Not reached: a running call always holds its attempt.
-                        return Poll::Pending;
-                    };
-                    match fut.poll(cx) {
-                        Poll::Ready(Ok(value)) => {
-                            if let Some(permit) = this.permit.take() {
-                                permit.record(Outcome::Success);
-                            }
-                            resolve!(Ok(value));
-                        }
-                        Poll::Ready(Err(error)) => Some(error),
-                        Poll::Pending => {
-                            if !*this.timed || this.timer.as_mut().poll_fired(cx).is_pending() {
-                                return Poll::Pending;
-                            }
-                            if *this.at_deadline {
-                                // Cut by the deadline: evidence of a slow
-                                // dependency, like an attempt timeout.
-                                if let Some(permit) = this.permit.take() {
-                                    permit.record(Outcome::Failure);
-                                }
-                                tracing::debug!(attempts = *this.attempts, "deadline passed");
-                                resolve!(Err(Error::Timeout {
-                                    attempts: *this.attempts,
-                                    kind: TimeoutKind::Deadline,
-                                }));
-                            }
-                            None
-                        }
-                    }
-                }
-                Phase::Start => {
+            let failure = match this.state.as_mut().project() {
+                StateProj::Start => {
                     let now = first_now.take().or_else(|| {
                         (s.deadline.is_some() || s.attempt_timeout.is_some()).then(Instant::now)
                     });
@@ -416,7 +323,8 @@ where
                         _ => None,
                     };
                     if time_left == Some(Duration::ZERO) {
-                        resolve!(Err(Error::Timeout {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(Error::Timeout {
                             attempts: *this.attempts,
                             kind: TimeoutKind::Deadline,
                         }));
@@ -426,7 +334,8 @@ where
                             Ok(permit) => *this.permit = Some(permit),
                             Err(refused) => {
                                 tracing::debug!(attempts = *this.attempts, retry_in = ?refused.retry_in(), cause = %refused.cause(), "circuit open");
-                                resolve!(Err(Error::CircuitOpen {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(Error::CircuitOpen {
                                     retry_in: refused.retry_in(),
                                     cause: refused.cause(),
                                     attempts: *this.attempts,
@@ -440,29 +349,59 @@ where
                         number: *this.attempts,
                         time_left,
                     });
-                    this.attempt.set(Slot::Full { fut });
                     match attempt_limit(s, now, *this.deadline) {
-                        None => *this.timed = false,
-                        Some((end, at_deadline)) => {
-                            this.timer.as_mut().arm(end);
-                            *this.timed = true;
-                            *this.at_deadline = at_deadline;
-                        }
+                        None => this.state.set(State::Running { fut }),
+                        Some((end, at_deadline)) => this.state.set(State::Timed {
+                            fut: tokio::time::timeout_at(end, fut),
+                            at_deadline,
+                        }),
                     }
-                    *this.phase = Phase::Running;
                     continue;
                 }
-                Phase::Waiting => {
-                    ready!(this.timer.as_mut().poll_fired(cx));
-                    *this.phase = Phase::Start;
+                StateProj::Running { fut } => match ready!(fut.poll(cx)) {
+                    Ok(value) => {
+                        if let Some(permit) = this.permit.take() {
+                            permit.record(Outcome::Success);
+                        }
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(value));
+                    }
+                    Err(error) => Some(error),
+                },
+                StateProj::Timed { fut, at_deadline } => match ready!(fut.poll(cx)) {
+                    Ok(Ok(value)) => {
+                        if let Some(permit) = this.permit.take() {
+                            permit.record(Outcome::Success);
+                        }
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(value));
+                    }
+                    Ok(Err(error)) => Some(error),
+                    Err(_elapsed) if *at_deadline => {
+                        // Cut by the deadline: evidence of a slow dependency, like
+                        // an attempt timeout.
+                        if let Some(permit) = this.permit.take() {
+                            permit.record(Outcome::Failure);
+                        }
+                        tracing::debug!(attempts = *this.attempts, "deadline passed");
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(Error::Timeout {
+                            attempts: *this.attempts,
+                            kind: TimeoutKind::Deadline,
+                        }));
+                    }
+                    Err(_elapsed) => None,
+                },
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Start);
                     continue;
                 }
-                Phase::New | Phase::Done => return Poll::Pending,
+                StateProj::Done => return Poll::Pending,
             };
 
             // The attempt failed: with the operation's error, or (`None`) by
             // running past its attempt timeout.
-            this.attempt.set(Slot::Empty);
             let inner = *this.inner;
             let class = match &failure {
                 Some(error) => inner.classify.classify(error),
@@ -474,7 +413,8 @@ where
             let attempts = *this.attempts;
             if !class.is_retryable() {
                 tracing::debug!(attempts, ?class, "not retryable");
-                resolve!(Err(match failure {
+                this.state.set(State::Done);
+                return Poll::Ready(Err(match failure {
                     Some(source) => Error::Permanent {
                         source,
                         attempts,
@@ -501,10 +441,11 @@ where
                         %cause,
                         "circuit open: not waiting for a refusal"
                     );
-                    resolve!(Err(Error::CircuitOpen {
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(Error::CircuitOpen {
                         retry_in,
                         cause,
-                        attempts
+                        attempts,
                     }));
                 }
                 if !withdraw(&inner.settings, *this.breaker) {
@@ -514,7 +455,8 @@ where
             match next {
                 Next::GiveUp(reason) => {
                     tracing::debug!(attempts, ?class, %reason, "giving up");
-                    resolve!(Err(match failure {
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(match failure {
                         Some(source) => Error::Exhausted {
                             source,
                             attempts,
@@ -538,17 +480,13 @@ where
                     }
                     drop(failure);
                     if delay.is_zero() {
-                        *this.phase = Phase::Start;
+                        this.state.set(State::Start);
                     } else {
-                        match now.unwrap_or_else(Instant::now).checked_add(delay) {
-                            Some(at) => this.timer.as_mut().arm(at),
-                            None => this.timer.set(Timer::Armed {
-                                sleep: tokio::time::sleep(delay),
-                            }),
-                        }
-                        // The wait replaced any limit the timer held.
-                        *this.timed = false;
-                        *this.phase = Phase::Waiting;
+                        let sleep = match now.and_then(|n| n.checked_add(delay)) {
+                            Some(at) => tokio::time::sleep_until(at),
+                            None => tokio::time::sleep(delay),
+                        };
+                        this.state.set(State::Waiting { sleep });
                     }
                 }
             }
