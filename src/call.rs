@@ -95,7 +95,8 @@ pin_project! {
         started: bool,
         previous_delay: Duration,
         deadline: Option<Instant>,
-        span: tracing::Span,
+        // The call's span, made only if a subscriber may want debug spans.
+        span: Option<tracing::Span>,
         #[pin]
         state: State<Fut>,
     }
@@ -139,7 +140,7 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             started: false,
             previous_delay: inner.settings.backoff.base(),
             deadline: None,
-            span: tracing::Span::none(),
+            span: None,
             state: State::Start,
         }
     }
@@ -309,9 +310,14 @@ where
                 *this.deadline = now.checked_add(d);
                 first_now = Some(now);
             }
-            *this.span = tracing::debug_span!("safecall", max_retries = s.max_retries);
+            if tracing::level_enabled!(tracing::Level::DEBUG) {
+                *this.span = Some(tracing::debug_span!(
+                    "safecall",
+                    max_retries = s.max_retries
+                ));
+            }
         }
-        let _entered = this.span.enter();
+        let _entered = this.span.as_ref().map(tracing::Span::enter);
         loop {
             let failure = match this.state.as_mut().project() {
                 StateProj::Start => {
