@@ -1,6 +1,8 @@
 //! Breaker behaviour under tokio's paused clock: every transition, the
 //! generation rule, leases, modes, cool-downs and concurrency.
 
+mod support;
+
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
@@ -527,28 +529,12 @@ async fn listener_may_call_back_into_the_breaker() {
 
 #[tokio::test(start_paused = true)]
 async fn transitions_are_traced_with_the_key() {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let w = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || w.clone())
-        .with_ansi(false)
-        .finish();
+    let (subscriber, logs) = support::capture_logs(tracing::Level::INFO);
     let registry: safecall::BreakerRegistry<String> = safecall::BreakerRegistry::new(cons(1));
     tracing::subscriber::with_default(subscriber, || {
         trip(&registry.get("org-46cf"), 1);
     });
-    let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let out = logs.text();
     assert!(out.contains("circuit breaker opened"), "{out}");
     assert!(out.contains("key=\"org-46cf\""), "{out}");
 }

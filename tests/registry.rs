@@ -1,6 +1,8 @@
 //! The keyed registry: lazy creation, isolation, eviction, the cap and the
 //! overflow breaker.
 
+mod support;
+
 use std::time::Duration;
 
 use safecall::{Breaker, BreakerConfig, BreakerRegistry, BreakerState, Outcome};
@@ -293,38 +295,18 @@ async fn debug_output_names_the_registry_and_the_overflow_breaker() {
     assert!(overflow.contains("overflow"), "{overflow}");
 }
 
-/// Counts the registry's WARN events on the thread it is installed on.
-#[derive(Clone, Default)]
-struct Warnings(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        let m = event.metadata();
-        if *m.level() == tracing::Level::WARN && m.target() == "safecall::registry" {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-}
-
-impl Warnings {
-    fn count(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_overflow_warning_is_logged_once_per_episode() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let warnings = Warnings::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+    let (subscriber, logs) = support::capture_logs(tracing::Level::WARN);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let warnings = || logs.text().matches("breaker registry full").count();
     let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(2);
 
     let mut held: Vec<Breaker> = (0..2).map(|k| r.get(&k)).collect();
     for k in 10..13 {
         assert!(r.get(&k).ptr_eq(r.overflow()));
     }
-    assert_eq!(warnings.count(), 1, "one warning for the first episode");
+    assert_eq!(warnings(), 1, "one warning for the first episode");
 
     // Room again: a new key gets its own breaker, which ends the episode.
     drop(held.pop());
@@ -334,7 +316,7 @@ async fn the_overflow_warning_is_logged_once_per_episode() {
     for k in 30..33 {
         assert!(r.get(&k).ptr_eq(r.overflow()));
     }
-    assert_eq!(warnings.count(), 2, "one more for the second episode");
+    assert_eq!(warnings(), 2, "one more for the second episode");
     drop(held);
 }
 

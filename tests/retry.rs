@@ -667,51 +667,28 @@ fn debug_output_names_the_types() {
     assert!(format!("{policy:?}").starts_with("SafeCall"));
 }
 
-/// A `fmt` subscriber at `level` writing into a shared buffer.
-fn capture(level: tracing::Level) -> (impl tracing::Subscriber, Arc<std::sync::Mutex<Vec<u8>>>) {
-    #[derive(Clone)]
-    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let out = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let w = Buf(Arc::clone(&out));
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(move || w.clone())
-        .with_ansi(false)
-        .finish();
-    (subscriber, out)
-}
-
 #[tokio::test(start_paused = true)]
 async fn each_call_runs_in_a_safecall_span_when_debug_is_on() {
-    let (subscriber, out) = capture(tracing::Level::DEBUG);
+    let (subscriber, logs) = support::capture_logs(tracing::Level::DEBUG);
     let _guard = tracing::subscriber::set_default(subscriber);
     let script = Script::<u32, TestError>::new()
         .then_err(status(503))
         .then_ok(1);
     let p = seed_policy().build().unwrap();
     assert_eq!(p.call(|| script.attempt()).await.unwrap(), 1);
-    let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("safecall{max_retries=3}"), "{text}");
     assert!(text.contains("retrying"), "{text}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn below_debug_a_call_logs_nothing() {
-    let (subscriber, out) = capture(tracing::Level::INFO);
+    let (subscriber, logs) = support::capture_logs(tracing::Level::INFO);
     let _guard = tracing::subscriber::set_default(subscriber);
     let script = Script::<u32, TestError>::new()
         .then_err(status(503))
         .then_ok(1);
     let p = seed_policy().build().unwrap();
     assert_eq!(p.call(|| script.attempt()).await.unwrap(), 1);
-    assert!(out.lock().unwrap().is_empty());
+    assert_eq!(logs.text(), "");
 }

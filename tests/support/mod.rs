@@ -40,3 +40,35 @@ pub fn secs(s: u64) -> Duration {
 pub fn ms(m: u64) -> Duration {
     Duration::from_millis(m)
 }
+
+/// What a [`capture_logs`] subscriber wrote, as text.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A plain-text `fmt` subscriber up to `level`, and what it writes.
+pub fn capture_logs(level: tracing::Level) -> (impl tracing::Subscriber, Logs) {
+    let logs = Logs::default();
+    let w = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .finish();
+    (subscriber, logs)
+}
