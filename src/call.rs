@@ -264,7 +264,7 @@ fn withdraw(s: &Settings, breaker: Option<&Breaker>) -> bool {
 #[inline]
 fn refused_after(breaker: Option<&Breaker>, delay: Duration) -> Option<(Duration, RefusalCause)> {
     breaker
-        .and_then(Breaker::open_refusal)
+        .and_then(|b| b.core().open_refusal())
         .filter(|(retry_in, _)| *retry_in > delay)
 }
 

@@ -469,30 +469,6 @@ impl Breaker {
     }
 }
 
-impl Breaker {
-    /// If the breaker is open (tripped or cooling down, not half-open) and
-    /// refuses calls: how long until a probe is let through, and why. `None`
-    /// while calls are let through (in every mode but
-    /// [`BreakerMode::Enabled`]), when half-open, and for a forced-open breaker
-    /// (it has no end).
-    pub(crate) fn open_refusal(&self) -> Option<(Duration, RefusalCause)> {
-        let core = self.core();
-        if core.word.load(Ordering::Acquire) & FLAGS_MASK == 0
-            || core.settings.mode != BreakerMode::Enabled
-        {
-            return None;
-        }
-        let ext = core.ext.get()?;
-        let now = Instant::now();
-        let m = lock(&ext.machine);
-        if m.state_at(now) != BreakerState::Open {
-            return None;
-        }
-        let retry_in = m.retry_in(now, &core.settings)?;
-        Some((retry_in, m.refusal_cause(now)))
-    }
-}
-
 /// # State and manual control
 impl Breaker {
     /// The state now. Reports [`BreakerState::HalfOpen`] as soon as the open

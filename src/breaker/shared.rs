@@ -15,7 +15,7 @@ use crate::breaker::state::{
     Phase,
 };
 use crate::breaker::window::Window;
-use crate::breaker::{BreakerMode, BreakerSnapshot, BreakerState};
+use crate::breaker::{BreakerMode, BreakerSnapshot, BreakerState, RefusalCause};
 use crate::budget::BudgetState;
 use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, lock};
 
@@ -259,5 +259,26 @@ impl Core {
             snap.generation = m.generation();
         }
         snap
+    }
+
+    /// If the breaker is open (tripped or cooling down, not half-open) and
+    /// refuses calls: how long until a probe is let through, and why. `None`
+    /// while calls are let through (in every mode but
+    /// [`BreakerMode::Enabled`]), when half-open, and for a forced-open breaker
+    /// (it has no end).
+    pub(crate) fn open_refusal(&self) -> Option<(Duration, RefusalCause)> {
+        if self.word.load(Ordering::Acquire) & FLAGS_MASK == 0
+            || self.settings.mode != BreakerMode::Enabled
+        {
+            return None;
+        }
+        let ext = self.ext.get()?;
+        let now = Instant::now();
+        let m = lock(&ext.machine);
+        if m.state_at(now) != BreakerState::Open {
+            return None;
+        }
+        let retry_in = m.retry_in(now, &self.settings)?;
+        Some((retry_in, m.refusal_cause(now)))
     }
 }
