@@ -305,9 +305,83 @@ async fn call_admitted_in_an_earlier_generation_cannot_drive_a_transition() {
     assert_eq!(
         b.state(),
         BreakerState::Closed,
-        "stale failure only counted"
+        "a stale failure cannot trip"
     );
-    assert_eq!(b.snapshot().consecutive_failures, 1);
+    // The amended contract: it adds nothing to the new generation's count.
+    assert_eq!(b.snapshot().consecutive_failures, 0);
+}
+
+/// Issue 11, defect 2: four permits taken while closed, five other failures
+/// trip it, a probe closes it, the four old permits then fail: one fresh
+/// failure must not trip it again (0.1 counted the stale four).
+#[tokio::test(start_paused = true)]
+async fn stale_failures_add_nothing_to_the_next_generations_streak() {
+    let b = Breaker::new(cons(5));
+    let old: Vec<_> = (0..4).map(|_| b.try_acquire().unwrap()).collect();
+    trip(&b, 5);
+    assert_eq!(b.state(), BreakerState::Open);
+    advance(30 * S).await;
+    b.try_acquire().unwrap().record(Outcome::Success);
+    assert_eq!(b.state(), BreakerState::Closed);
+    for p in old {
+        p.record(Outcome::Failure);
+    }
+    assert_eq!(b.snapshot().consecutive_failures, 0);
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    assert_eq!(b.state(), BreakerState::Closed, "one fresh failure of five");
+    for _ in 0..3 {
+        b.try_acquire().unwrap().record(Outcome::Failure);
+    }
+    assert_eq!(b.state(), BreakerState::Closed);
+    b.try_acquire().unwrap().record(Outcome::Failure);
+    assert_eq!(
+        b.state(),
+        BreakerState::Open,
+        "the fifth fresh failure trips"
+    );
+}
+
+/// The same for the failure-rate windows: stale outcomes (failures and
+/// successes) land in neither a time nor a count window of a later generation.
+#[tokio::test(start_paused = true)]
+async fn stale_outcomes_add_nothing_to_the_next_generations_window() {
+    let configs = [
+        BreakerConfig::default()
+            .no_consecutive_failures()
+            .failure_rate(0.5, 10 * S)
+            .minimum_calls(4),
+        BreakerConfig::default()
+            .no_consecutive_failures()
+            .count_window(0.5, 10)
+            .minimum_calls(4),
+    ];
+    for config in configs {
+        let b = Breaker::new(config);
+        let old: Vec<_> = (0..6).map(|_| b.try_acquire().unwrap()).collect();
+        for _ in 0..4 {
+            b.try_acquire().unwrap().record(Outcome::Failure);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        advance(30 * S).await;
+        b.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+        for (i, p) in old.into_iter().enumerate() {
+            p.record(if i < 3 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            });
+        }
+        let snap = b.snapshot();
+        assert_eq!((snap.calls_in_window, snap.failures_in_window), (0, 0));
+        // Three fresh calls, two failed: below minimum_calls, still closed.
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        b.try_acquire().unwrap().record(Outcome::Success);
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        assert_eq!(b.state(), BreakerState::Open);
+    }
 }
 
 #[tokio::test(start_paused = true)]

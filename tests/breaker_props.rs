@@ -106,14 +106,15 @@ impl Model {
     /// `outcome`: 0 success, 1 failure, 2 ignored, 3 dropped.
     fn finish(&mut self, t: Ticket, outcome: u8, now: Instant) {
         match t {
-            Ticket::Plain { generation } => match outcome {
+            // An outcome of an earlier generation adds nothing to the
+            // current one: it neither counts nor ends a streak.
+            Ticket::Plain { generation }
+                if self.state != BreakerState::Closed || generation != self.generation => {}
+            Ticket::Plain { .. } => match outcome {
                 0 => self.consecutive = 0,
                 1 => {
                     self.consecutive += 1;
-                    if self.consecutive >= self.threshold
-                        && self.state == BreakerState::Closed
-                        && generation == self.generation
-                    {
+                    if self.consecutive >= self.threshold {
                         self.transition(BreakerState::Open, now);
                     }
                 }

@@ -407,3 +407,42 @@ async fn a_busy_half_open_breaker_refuses_with_its_cause() {
     );
     drop(probe);
 }
+
+/// Issue 11, defect 1: a server cannot lock a tenant out for as long as it
+/// likes. A day-long hint ends the call (too long to wait for) and cools the
+/// key for `max_cooldown` (60 s by default) only; ten minutes later the next
+/// call goes through.
+#[tokio::test(start_paused = true)]
+async fn a_day_long_retry_after_cools_the_key_for_max_cooldown_only() {
+    let b = Breaker::new(BreakerConfig::default());
+    let script = Script::<u32, TestError>::new()
+        .then_err(retry_after(86_400))
+        .then_ok(7);
+    let err = policy(3)
+        .call(|| script.attempt())
+        .breaker(&b)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Exhausted {
+                reason: safecall::ExhaustedReason::RetryAfterTooLong { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let refused = b.try_acquire().unwrap_err();
+    assert_eq!(refused.retry_in(), secs(60));
+    assert_eq!(refused.cause(), RefusalCause::CoolingDown);
+    tokio::time::advance(secs(59)).await;
+    assert!(b.try_acquire().is_err(), "still cooling at 59 s");
+    tokio::time::advance(secs(541)).await;
+    let v = policy(3)
+        .call(|| script.attempt())
+        .breaker(&b)
+        .await
+        .unwrap();
+    assert_eq!(v, 7);
+}

@@ -139,3 +139,61 @@ fn reset_racing_a_probe_leaves_no_slot_taken() {
         assert!(b.try_acquire().is_ok());
     });
 }
+
+/// Issue 11, defect 2: a failure of a call admitted in an earlier closed
+/// generation, racing the probe that closes the breaker, adds nothing to the
+/// new generation's streak in any interleaving (0.1 counted it when the close
+/// came first).
+#[test]
+fn a_stale_failure_racing_a_close_adds_nothing_to_the_new_streak() {
+    model(|| {
+        // Leaked so that the permit moved to the other thread borrows it for
+        // 'static (a few bytes per explored interleaving).
+        let b: &'static Breaker =
+            Box::leak(Box::new(Breaker::new(config().consecutive_failures(2))));
+        let old = b.try_acquire().unwrap(); // admitted in generation 0
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        while b.state() != BreakerState::HalfOpen {
+            std::hint::spin_loop();
+        }
+        let probe = b.try_acquire().unwrap();
+        assert!(probe.is_probe());
+        let t = thread::spawn(move || old.record(Outcome::Failure));
+        probe.record(Outcome::Success);
+        t.join().unwrap();
+        let snap = b.snapshot();
+        assert_eq!(snap.state, BreakerState::Closed);
+        assert_eq!(snap.consecutive_failures, 0);
+        // One fresh failure of the two the rule needs: still closed.
+        b.try_acquire().unwrap().record(Outcome::Failure);
+        assert_eq!(b.state(), BreakerState::Closed);
+    });
+}
+
+/// A count window cleared by a reset while another thread records into it
+/// keeps exact totals: after `n` fresh outcomes it holds exactly those.
+#[test]
+fn a_count_window_record_racing_a_reset_keeps_exact_totals() {
+    model(|| {
+        let b = Breaker::new(
+            BreakerConfig::default()
+                .no_consecutive_failures()
+                .count_window(1.0, 2)
+                .minimum_calls(2),
+        );
+        let b2 = b.clone();
+        let t = thread::spawn(move || {
+            if let Ok(p) = b2.try_acquire() {
+                p.record(Outcome::Failure);
+            }
+        });
+        b.reset();
+        t.join().unwrap();
+        b.reset();
+        b.try_acquire().unwrap().record(Outcome::Success);
+        b.try_acquire().unwrap().record(Outcome::Success);
+        let snap = b.snapshot();
+        assert_eq!((snap.calls_in_window, snap.failures_in_window), (2, 0));
+    });
+}

@@ -119,10 +119,31 @@ async fn forced_open_and_cooling_down_breakers_are_never_evicted() {
         .try_acquire()
         .unwrap()
         .record(Outcome::RetryAfter(3600 * S));
-    advance(60 * S).await;
+    // Still within the cool-down (bounded by `max_cooldown`, 60 s).
+    advance(59 * S).await;
     r.retain_recent();
     assert!(r.get("new").ptr_eq(r.overflow()));
     assert_eq!(r.len(), 2);
+}
+
+/// Issue 11, defect 1: a day-long hint cools the key for `max_cooldown` only;
+/// after it the key can be evicted like any idle one.
+#[tokio::test(start_paused = true)]
+async fn a_cool_down_ends_at_max_cooldown_and_the_key_can_then_go() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(cfg()).max_keys(1).idle_ttl(S);
+    r.get("quiet")
+        .try_acquire()
+        .unwrap()
+        .record(Outcome::RetryAfter(86_400 * S));
+    let refused = r.get("quiet").try_acquire().unwrap_err();
+    assert_eq!(refused.retry_in(), 60 * S);
+    advance(60 * S).await;
+    assert_eq!(r.get("quiet").state(), BreakerState::Closed);
+    r.retain_recent();
+    assert!(
+        !r.get("new").ptr_eq(r.overflow()),
+        "the cooled key made room"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -71,6 +71,7 @@ type Listener = Arc<dyn Fn(&Transition<'_>) + Send + Sync>;
 /// | [`probe_lease`](Self::probe_lease) | the open duration |
 /// | [`slow_call`](Self::slow_call) | none |
 /// | [`retry_after_cooldown`](Self::retry_after_cooldown) | on |
+/// | [`max_cooldown`](Self::max_cooldown) | 60 s |
 /// | [`mode`](Self::mode) | [`BreakerMode::Enabled`] |
 ///
 /// [`Breaker::try_new`]: crate::Breaker::try_new
@@ -91,6 +92,7 @@ pub struct BreakerConfig {
     successes_to_close: u32,
     probe_lease: Option<Duration>,
     retry_after_cooldown: bool,
+    max_cooldown: Duration,
     mode: BreakerMode,
     listener: Option<Listener>,
     retry_budget: Option<RetryBudget>,
@@ -118,6 +120,7 @@ impl Default for BreakerConfig {
             successes_to_close: 1,
             probe_lease: None,
             retry_after_cooldown: true,
+            max_cooldown: Duration::from_secs(60),
             mode: BreakerMode::Enabled,
             listener: None,
             retry_budget: None,
@@ -140,6 +143,7 @@ impl fmt::Debug for BreakerConfig {
             .field("successes_to_close", &self.successes_to_close)
             .field("probe_lease", &self.probe_lease)
             .field("retry_after_cooldown", &self.retry_after_cooldown)
+            .field("max_cooldown", &self.max_cooldown)
             .field("mode", &self.mode)
             .field("retry_budget", &self.retry_budget)
             .field(
@@ -275,6 +279,48 @@ impl BreakerConfig {
     /// counts as a failure.
     pub fn retry_after_cooldown(mut self, on: bool) -> Self {
         self.retry_after_cooldown = on;
+        self
+    }
+
+    /// The longest a server's hint may cool a key down (default 60 s).
+    ///
+    /// The hint is the server's word, so it is bounded: a longer one (a
+    /// day-long quota reset, a misbehaving server) cools the key for
+    /// `max_cooldown` only, and the next call after it is a probe that learns
+    /// the provider's current answer. This includes a hint the policy refused
+    /// to wait for ([`ExhaustedReason::RetryAfterTooLong`]). Without the bound
+    /// one response could lock a tenant out for as long as the server liked
+    /// (and keep its breaker from ever being evicted).
+    ///
+    /// A zero bound is refused with a [`ConfigError`] (to switch cool-downs
+    /// off, use [`retry_after_cooldown(false)`](Self::retry_after_cooldown)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safecall::{Breaker, BreakerConfig, Error, ErrorClass, RefusalCause, SafeCall};
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let breaker = Breaker::new(BreakerConfig::default().max_cooldown(Duration::from_secs(60)));
+    /// let policy: SafeCall<&str> = SafeCall::builder()
+    ///     .classify(|_: &&str| ErrorClass::RetryAfter(Duration::from_secs(86_400)))
+    ///     .build()
+    ///     .unwrap();
+    /// // The server asks for a day of quiet: too long to wait for, but the key
+    /// // cools down for a minute only.
+    /// let _ = policy.call(|| async { Err::<(), _>("quota") }).breaker(&breaker).await;
+    /// let refused = breaker.try_acquire().unwrap_err();
+    /// assert_eq!(refused.cause(), RefusalCause::CoolingDown);
+    /// assert_eq!(refused.retry_in(), Duration::from_secs(60));
+    /// tokio::time::advance(Duration::from_secs(60)).await;
+    /// assert!(breaker.try_acquire().is_ok());
+    /// # }
+    /// ```
+    ///
+    /// [`ExhaustedReason::RetryAfterTooLong`]: crate::ExhaustedReason::RetryAfterTooLong
+    pub fn max_cooldown(mut self, max: Duration) -> Self {
+        self.max_cooldown = max;
         self
     }
 
@@ -426,6 +472,7 @@ impl BreakerConfig {
         }
         let successes_to_close = at_least_one("successes_to_close", self.successes_to_close)?;
         let probe_lease = nonzero("probe_lease", self.probe_lease.unwrap_or(open_duration))?;
+        let max_cooldown = nonzero("max_cooldown", self.max_cooldown)?;
         let seed = self.seed.unwrap_or_else(random_seed);
         if let Some(budget) = &self.retry_budget {
             budget.validate()?;
@@ -444,6 +491,7 @@ impl BreakerConfig {
             successes_to_close,
             probe_lease,
             retry_after_cooldown: self.retry_after_cooldown,
+            max_cooldown,
             mode: self.mode,
             listener: self.listener.clone(),
             retry_budget: self.retry_budget.filter(RetryBudget::is_enabled),
@@ -483,6 +531,8 @@ pub(crate) struct Settings {
     pub(crate) successes_to_close: u32,
     pub(crate) probe_lease: Duration,
     pub(crate) retry_after_cooldown: bool,
+    /// The longest cool-down a hint may cause.
+    pub(crate) max_cooldown: Duration,
     pub(crate) mode: BreakerMode,
     pub(crate) listener: Option<Listener>,
     /// A retry budget per breaker, if asked for (and enabled).

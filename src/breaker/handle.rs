@@ -93,8 +93,8 @@ impl Breaker {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the field if `config` breaks a rule: a ratio
-    /// outside (0, 1] or NaN; a zero window, open duration, probe lease or
-    /// slow-call threshold; zero `consecutive_failures`, `minimum_calls`,
+    /// outside (0, 1] or NaN; a zero window, open duration, probe lease,
+    /// maximum cool-down or slow-call threshold; zero `consecutive_failures`, `minimum_calls`,
     /// `window_buckets`, `half_open_probes` or `successes_to_close`; a growth
     /// factor below 1 or not finite, or a growth cap below the open duration;
     /// a jitter outside [0, 1].
@@ -268,10 +268,10 @@ impl Breaker {
             }
             Kind::Probe { generation, ticket } => {
                 let result = if failed {
-                    core.bump_consecutive(Instant::now());
+                    core.bump_consecutive_stats(Instant::now());
                     ProbeResult::Failure
                 } else {
-                    core.clear_consecutive();
+                    core.clear_consecutive(None);
                     ProbeResult::Success
                 };
                 self.probe_done(generation, ticket, result);
@@ -282,14 +282,25 @@ impl Breaker {
     /// A success of a call admitted while closed in `generation` (`None`: a
     /// metrics-only shadow call). A success can still trip the failure rate:
     /// it may be the call that brings the window to `minimum_calls`.
+    ///
+    /// A success of an earlier generation adds nothing to the current one:
+    /// it neither ends its streak of failures nor lands in its window. (The
+    /// window check is lock-free: a success checked in the instant before the
+    /// breaker closes may still be counted in the new window; it can only
+    /// dilute the failure rate by one call, never count as a failure.)
     #[inline]
     pub(crate) fn record_success(&self, generation: Option<u32>) {
         let core = self.core();
-        core.clear_consecutive();
+        core.clear_consecutive(generation);
         let ratio = match core.settings.rate {
             RateRule::None => return,
             RateRule::Time { ratio, .. } | RateRule::Count { ratio, .. } => ratio,
         };
+        if let Some(g) = generation {
+            if generation_of(core.word.load(Ordering::Relaxed)) != g {
+                return;
+            }
+        }
         let ext = match core.ext.get() {
             Some(ext) => &**ext,
             None => core.ext(Instant::now()),
@@ -308,7 +319,7 @@ impl Breaker {
             }
             // A count window needs no time.
             _ => {
-                ext.window.record(0, false);
+                ext.window.record(0, false, generation);
                 (None, 0)
             }
         };
@@ -349,32 +360,51 @@ impl Breaker {
 
     /// A counted failure of a call admitted while closed in `generation`
     /// (`None`: a metrics-only shadow call, which cannot trip anything).
+    ///
+    /// Counted under the machine's lock, and only if `generation` is still
+    /// the current closed one: the lock every transition (and so every clear
+    /// of the streak and the window) is made under, so a stale failure can
+    /// never land in the next generation's count.
     #[cold]
     fn record_failure(&self, generation: Option<u32>) {
         let core = self.core();
         let s = &*core.settings;
         let now = Instant::now();
-        let n = core.bump_consecutive(now);
         let ext = core.ext(now);
         let t = ext.nanos(now);
-        ext.window.record(t, true);
         let Some(generation) = generation else {
+            core.bump_consecutive_stats(now);
+            ext.window.record(t, true, None);
             return;
         };
-        let cause = if n >= s.consecutive {
-            Some(TransitionCause::ConsecutiveFailures)
-        } else {
-            match s.rate {
-                RateRule::Time { ratio, .. } | RateRule::Count { ratio, .. }
-                    if ext.window.stats(t).trips(ratio, s.minimum_calls) =>
-                {
-                    Some(TransitionCause::FailureRate)
-                }
-                _ => None,
+        let change = {
+            let mut m = lock(&ext.machine);
+            if !m.is_closed_in(generation) {
+                return; // stale: it adds nothing to the current generation
             }
+            let n = Core::bump_consecutive(ext, generation);
+            ext.window.record(t, true, Some(generation));
+            let cause = if n >= s.consecutive {
+                Some(TransitionCause::ConsecutiveFailures)
+            } else {
+                match s.rate {
+                    RateRule::Time { ratio, .. } | RateRule::Count { ratio, .. }
+                        if ext.window.stats(t).trips(ratio, s.minimum_calls) =>
+                    {
+                        Some(TransitionCause::FailureRate)
+                    }
+                    _ => None,
+                }
+            };
+            let Some(cause) = cause else {
+                return;
+            };
+            let c = m.trip(s, generation, cause, now, s.next_unit());
+            core.publish(ext, &m, now);
+            c
         };
-        if let Some(cause) = cause {
-            self.trip(generation, cause, Some(now));
+        if let Some(c) = change {
+            self.emit(c);
         }
     }
 
@@ -387,8 +417,7 @@ impl Breaker {
             let mut m = lock(&ext.machine);
             let c = m.probe_done(s, generation, ticket, result, now, s.next_unit());
             if c.is_some_and(|c| c.to == BreakerState::Closed) {
-                ext.consecutive.store(0, Ordering::Relaxed);
-                ext.window.clear();
+                ext.window.clear(m.generation());
             }
             core.publish(ext, &m, now);
             c
@@ -404,12 +433,16 @@ impl Breaker {
         }
     }
 
-    /// Refuse this breaker's calls for `d` (a server's retry-after hint).
-    fn cool_down(&self, d: Duration) {
+    /// Refuse this breaker's calls for `d` (a server's retry-after hint), at
+    /// most [`max_cooldown`](BreakerConfig::max_cooldown): the hint is the
+    /// server's word, and an unbounded one would lock the key out for as long
+    /// as the server liked.
+    fn cool_down(&self, hint: Duration) {
+        let core = self.core();
+        let d = hint.min(core.settings.max_cooldown);
         if d.is_zero() {
             return;
         }
-        let core = self.core();
         let now = Instant::now();
         let Some(until) = now.checked_add(d) else {
             return;
@@ -424,6 +457,7 @@ impl Breaker {
             target: "safecall::breaker",
             key = ?self.0.key.label(),
             cooldown = ?d,
+            ?hint,
             "circuit breaker cooling down on the server's retry-after hint"
         );
     }
@@ -514,8 +548,7 @@ impl Breaker {
         let change = {
             let mut m = lock(&ext.machine);
             let c = m.reset();
-            ext.consecutive.store(0, Ordering::Relaxed);
-            ext.window.clear();
+            ext.window.clear(m.generation());
             core.publish(ext, &m, now);
             c
         };

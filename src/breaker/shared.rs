@@ -17,9 +17,32 @@ use crate::breaker::state::{
 use crate::breaker::window::Window;
 use crate::breaker::{BreakerMode, BreakerSnapshot, BreakerState, RefusalCause};
 use crate::budget::BudgetState;
-use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, lock};
+use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 
 const SEEN_SHIFT: u32 = 32;
+
+/// A run of consecutive failures: `generation:32 | count:32`, the closed
+/// generation whose failures it counts. Outcomes of an earlier generation
+/// (attempts admitted before the breaker last opened or was reset) must add
+/// nothing to the current generation's streak, nor end it: four stale
+/// timeouts landing after a recovery must not leave a breaker that needs five
+/// failures one failure from tripping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Streak(u64);
+
+impl Streak {
+    const fn new(generation: u32, count: u32) -> Self {
+        Self(((generation as u64) << 32) | count as u64)
+    }
+
+    const fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    const fn count(self) -> u32 {
+        self.0 as u32
+    }
+}
 
 pub(super) fn generation_of(w: u64) -> u32 {
     (w >> GEN_SHIFT) as u32 & GEN_MASK
@@ -72,9 +95,10 @@ pub(super) struct Ext {
     /// Until when a call can be refused without the lock (nanos since base;
     /// 0 = nothing scheduled).
     pub(super) refuse_until: AtomicU64,
-    /// Counted failures in a row. Lives here: a breaker without an
+    /// Counted failures in a row, tagged with the closed generation they
+    /// were counted in (see [`Streak`]). Lives here: a breaker without an
     /// extension has recorded no failure since it was built or compacted.
-    pub(super) consecutive: AtomicU32,
+    pub(super) consecutive: AtomicU64,
     pub(super) window: Window,
     pub(super) machine: Mutex<Machine>,
     /// This breaker's own retry budget, if its config asks for one (boxed:
@@ -87,11 +111,36 @@ impl Ext {
         Self {
             base: now,
             refuse_until: AtomicU64::new(0),
-            consecutive: AtomicU32::new(0),
-            window: Window::new(s.rate),
+            consecutive: AtomicU64::new(Streak::new(generation, 0).0),
+            window: Window::new(s.rate, generation),
             machine: Mutex::new(Machine::new(now, generation)),
             budget: s.retry_budget.and_then(|b| b.state()).map(Box::new),
         }
+    }
+
+    /// The consecutive-failure count, whatever generation it belongs to.
+    pub(crate) fn consecutive_count(&self) -> u32 {
+        Streak(self.consecutive.load(Ordering::Relaxed)).count()
+    }
+
+    /// Tag the streak with the machine's generation, with the machine's lock
+    /// held and before that generation is published: a new closed generation
+    /// starts at zero (no permit of it can have counted anything yet); any
+    /// other keeps its count for the statistics. So a success of an earlier
+    /// generation never matches the tag and cannot end the current streak.
+    fn sync_streak(&self, m: &Machine) {
+        let generation = m.generation();
+        let closed = m.is_closed_in(generation);
+        let _ = self
+            .consecutive
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                let streak = Streak(v);
+                if streak.generation() == generation {
+                    return None;
+                }
+                let count = if closed { 0 } else { streak.count() };
+                Some(Streak::new(generation, count).0)
+            });
     }
 
     pub(super) fn nanos(&self, at: Instant) -> u64 {
@@ -155,7 +204,7 @@ impl Core {
         let last_use = now.checked_sub(idle_for).unwrap_or(ext.base);
         ext.window.settle(ext.nanos(last_use));
         let pristine = lock(&ext.machine).is_pristine(now)
-            && ext.consecutive.load(Ordering::Relaxed) == 0
+            && ext.consecutive_count() == 0
             && ext.window.stats(ext.nanos(now)).calls == 0
             && ext.budget.as_deref().is_none_or(BudgetState::is_idle);
         if pristine {
@@ -180,6 +229,7 @@ impl Core {
 
     /// Mirror the machine into the atomics. Called with the lock held.
     pub(super) fn publish(&self, ext: &Ext, m: &Machine, now: Instant) {
+        ext.sync_streak(m);
         let until = m.refuse_until(now).map_or(0, |u| ext.nanos(u).max(1));
         ext.refuse_until.store(until, Ordering::Release);
         let low = m.word(now);
@@ -212,24 +262,66 @@ impl Core {
 }
 
 impl Core {
+    /// A success ends the streak of failures of its generation. A success of
+    /// an earlier generation (`Some` of another) leaves the current streak
+    /// alone; `None` (a metrics-only shadow call) ends whatever streak there
+    /// is. Lock-free: one load when there is no streak.
     #[inline]
-    pub(super) fn clear_consecutive(&self) {
-        if let Some(ext) = self.ext.get() {
-            if ext.consecutive.load(Ordering::Relaxed) != 0 {
-                ext.consecutive.store(0, Ordering::Relaxed);
+    pub(super) fn clear_consecutive(&self, generation: Option<u32>) {
+        let Some(ext) = self.ext.get() else {
+            return;
+        };
+        let mut v = ext.consecutive.load(Ordering::Relaxed);
+        loop {
+            let streak = Streak(v);
+            if streak.count() == 0 || generation.is_some_and(|g| g != streak.generation()) {
+                return;
+            }
+            let ended = Streak::new(streak.generation(), 0).0;
+            match ext.consecutive.compare_exchange_weak(
+                v,
+                ended,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => v = seen,
             }
         }
     }
 
-    pub(super) fn bump_consecutive(&self, now: Instant) -> u32 {
-        let prev = self
+    /// Count a failure of closed generation `generation` in its streak and
+    /// return the streak's length. Called with the machine's lock held and
+    /// `generation` the machine's current one, so the streak is that
+    /// generation's (it was retagged before the generation was published).
+    pub(super) fn bump_consecutive(ext: &Ext, generation: u32) -> u32 {
+        let mut out = 0;
+        let _ = ext
+            .consecutive
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                let streak = Streak(v);
+                let n = if streak.generation() == generation {
+                    streak.count().saturating_add(1)
+                } else {
+                    1
+                };
+                out = n;
+                Some(Streak::new(generation, n).0)
+            });
+        out
+    }
+
+    /// Count a failure that cannot trip anything (a half-open probe's, a
+    /// metrics-only shadow call's) for the statistics only: the streak keeps
+    /// its generation.
+    pub(super) fn bump_consecutive_stats(&self, now: Instant) {
+        let _ = self
             .ext(now)
             .consecutive
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_add(1))
-            })
-            .unwrap_or(u32::MAX);
-        prev.saturating_add(1)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                let streak = Streak(v);
+                Some(Streak::new(streak.generation(), streak.count().saturating_add(1)).0)
+            });
     }
 
     /// The state and statistics, for a snapshot.
@@ -239,7 +331,7 @@ impl Core {
         snap.mode = s.mode;
         snap.generation = generation_of(self.word.load(Ordering::Acquire));
         if let Some(ext) = self.ext.get() {
-            snap.consecutive_failures = ext.consecutive.load(Ordering::Relaxed);
+            snap.consecutive_failures = ext.consecutive_count();
             let now = Instant::now();
             let stats = ext.window.stats(ext.nanos(now));
             snap.calls_in_window = stats.calls;

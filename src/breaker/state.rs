@@ -168,6 +168,12 @@ impl Machine {
         self.generation
     }
 
+    /// Whether the breaker is closed in `generation`: an outcome of a call
+    /// admitted then still counts.
+    pub(crate) fn is_closed_in(&self, generation: u32) -> bool {
+        self.phase == Phase::Closed && self.generation == generation
+    }
+
     pub(crate) fn is_forced(&self) -> bool {
         self.forced
     }
