@@ -95,6 +95,9 @@ pin_project! {
         started: bool,
         previous_delay: Duration,
         deadline: Option<Instant>,
+        // The operation's error from the latest attempt that returned one and
+        // was retried: a timeout or a refusal that ends the call later keeps it.
+        last_error: Option<E>,
         // The call's span, made only if a subscriber may want debug spans.
         span: Option<tracing::Span>,
         #[pin]
@@ -139,6 +142,7 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             attempts: 0,
             started: false,
             previous_delay: inner.settings.backoff.base(),
+            last_error: None,
             deadline: None,
             span: None,
             state: State::Start,
@@ -333,6 +337,8 @@ where
                         return Poll::Ready(Err(Error::Timeout {
                             attempts: *this.attempts,
                             kind: TimeoutKind::Deadline,
+                            reason: None,
+                            last_error: this.last_error.take(),
                         }));
                     }
                     if let Some(breaker) = *this.breaker {
@@ -345,6 +351,7 @@ where
                                     retry_in: refused.retry_in(),
                                     cause: refused.cause(),
                                     attempts: *this.attempts,
+                                    last_error: this.last_error.take(),
                                 }));
                             }
                         }
@@ -394,6 +401,8 @@ where
                         return Poll::Ready(Err(Error::Timeout {
                             attempts: *this.attempts,
                             kind: TimeoutKind::Deadline,
+                            reason: None,
+                            last_error: this.last_error.take(),
                         }));
                     }
                     Err(_elapsed) => None,
@@ -429,6 +438,8 @@ where
                     None => Error::Timeout {
                         attempts,
                         kind: TimeoutKind::Attempt,
+                        reason: None,
+                        last_error: this.last_error.take(),
                     },
                 }));
             }
@@ -452,6 +463,7 @@ where
                         retry_in,
                         cause,
                         attempts,
+                        last_error: failure.or_else(|| this.last_error.take()),
                     }));
                 }
                 if !withdraw(&inner.settings, *this.breaker) {
@@ -471,6 +483,8 @@ where
                         None => Error::Timeout {
                             attempts,
                             kind: TimeoutKind::Attempt,
+                            reason: Some(reason),
+                            last_error: this.last_error.take(),
                         },
                     }));
                 }
@@ -484,7 +498,9 @@ where
                             error: failure.as_ref(),
                         });
                     }
-                    drop(failure);
+                    if failure.is_some() {
+                        *this.last_error = failure;
+                    }
                     if delay.is_zero() {
                         this.state.set(State::Start);
                     } else {

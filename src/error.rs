@@ -93,12 +93,22 @@ pub enum Error<E> {
     },
     /// The deadline passed (an attempt in flight was dropped), or the last
     /// allowed attempt hit its attempt timeout.
-    #[error("timed out after {attempts} attempt{}: {}", plural(*.attempts), timeout_text(*.kind))]
+    #[error("timed out after {attempts} attempt{}: {}", plural(*.attempts), TimeoutText(*.kind, *.reason))]
     Timeout {
         /// How many times the operation was invoked.
         attempts: u32,
         /// Which limit passed.
         kind: TimeoutKind,
+        /// For [`TimeoutKind::Attempt`], why no further attempt was made after
+        /// the one that timed out (retries used up, budget empty, deadline too
+        /// close); `None` for the call's deadline, or when the timeout's class
+        /// is not retryable.
+        reason: Option<ExhaustedReason>,
+        /// The operation's last error, from an earlier attempt that failed
+        /// before the one that timed out (or the deadline passed); `None` if
+        /// no attempt returned one.
+        #[source]
+        last_error: Option<E>,
     },
     /// The circuit breaker refused an attempt; the operation was not invoked for
     /// it.
@@ -111,18 +121,35 @@ pub enum Error<E> {
         cause: RefusalCause,
         /// How many times the operation was invoked before the refusal.
         attempts: u32,
+        /// The operation's last error when the breaker refused a retry in the
+        /// middle of the call; `None` when the first attempt was refused (or
+        /// no attempt returned an error).
+        #[source]
+        last_error: Option<E>,
     },
+}
+
+/// Displays a timeout's limit and, after an attempt timeout, why the call
+/// stopped there.
+struct TimeoutText(TimeoutKind, Option<ExhaustedReason>);
+
+impl fmt::Display for TimeoutText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            TimeoutKind::Deadline => f.write_str("the call's deadline passed"),
+            TimeoutKind::Attempt => {
+                f.write_str("the last attempt hit its attempt timeout")?;
+                match self.1 {
+                    Some(reason) => write!(f, " ({reason})"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
 }
 
 fn plural(n: u32) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-fn timeout_text(kind: TimeoutKind) -> &'static str {
-    match kind {
-        TimeoutKind::Deadline => "the call's deadline passed",
-        TimeoutKind::Attempt => "the last attempt hit its attempt timeout",
-    }
 }
 
 impl<E> Error<E> {
@@ -137,24 +164,30 @@ impl<E> Error<E> {
         }
     }
 
-    /// The operation's own last error, where the call ended on one.
+    /// The operation's own last error, where there is one: the error the call
+    /// ended on ([`Error::Permanent`], [`Error::Exhausted`]), or the last error
+    /// an earlier attempt returned before a timeout or a breaker refusal ended
+    /// the call.
     ///
-    /// `None` for [`Error::Timeout`] and [`Error::CircuitOpen`], which end the call
-    /// without an error from the operation.
+    /// `None` when no attempt returned an error (the first attempt was
+    /// refused, or every attempt timed out).
     #[must_use]
     pub fn into_inner(self) -> Option<E> {
         match self {
             Error::Permanent { source, .. } | Error::Exhausted { source, .. } => Some(source),
-            Error::Timeout { .. } | Error::CircuitOpen { .. } => None,
+            Error::Timeout { last_error, .. } | Error::CircuitOpen { last_error, .. } => last_error,
         }
     }
 
-    /// A reference to the operation's own last error, where there is one.
+    /// A reference to the operation's own last error, where there is one (see
+    /// [`into_inner`](Self::into_inner)).
     #[must_use]
     pub fn inner(&self) -> Option<&E> {
         match self {
             Error::Permanent { source, .. } | Error::Exhausted { source, .. } => Some(source),
-            Error::Timeout { .. } | Error::CircuitOpen { .. } => None,
+            Error::Timeout { last_error, .. } | Error::CircuitOpen { last_error, .. } => {
+                last_error.as_ref()
+            }
         }
     }
 

@@ -52,18 +52,26 @@ async fn a_breaker_that_opens_mid_call_ends_it_with_circuit_open() {
         .breaker(&b)
         .await
         .unwrap_err();
-    match err {
+    match &err {
         Error::CircuitOpen {
             attempts,
             retry_in,
             cause,
+            last_error,
         } => {
-            assert_eq!(attempts, 2);
-            assert_eq!(retry_in, secs(30));
-            assert_eq!(cause, RefusalCause::Open);
+            assert_eq!(*attempts, 2);
+            assert_eq!(*retry_in, secs(30));
+            assert_eq!(*cause, RefusalCause::Open);
+            // The refusal keeps the operation's last error.
+            assert_eq!(last_error.as_ref().map(|e| e.status), Some(503));
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(
+        std::error::Error::source(&err).map(ToString::to_string),
+        Some("status 503".to_owned())
+    );
+    assert_eq!(err.into_inner().map(|e| e.status), Some(503));
     assert_eq!(script.calls(), 2);
     // Attempts at 0 and 1 s; the breaker opened on the 2nd failure, and the call
     // ended at once rather than wait 2 s for a certain refusal.
@@ -113,6 +121,11 @@ async fn a_breaker_opened_by_another_call_during_the_wait_ends_the_call_on_its_n
         ),
         "{err:?}"
     );
+    assert_eq!(
+        err.inner().map(|e| e.status),
+        Some(503),
+        "kept across the wait"
+    );
     assert_eq!(script.calls(), 1);
 }
 
@@ -143,6 +156,8 @@ async fn an_open_breaker_refuses_at_once_without_invoking_the_operation() {
             .contains("circuit open (forced open by hand) after 0 attempts"),
         "{err}"
     );
+    assert!(std::error::Error::source(&err).is_none());
+    assert!(err.into_inner().is_none(), "no attempt, no error");
     assert_eq!(script.calls(), 0);
     assert_eq!(t0.elapsed(), Duration::ZERO);
 }
@@ -238,6 +253,7 @@ async fn a_retry_after_hint_cools_the_key_down_without_counting_as_a_failure() {
             retry_in,
             attempts,
             cause,
+            ..
         } => {
             assert_eq!(attempts, 0);
             assert_eq!(retry_in, secs(6));

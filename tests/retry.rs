@@ -211,7 +211,13 @@ async fn the_deadline_drops_an_attempt_in_flight() {
         "{err:?}"
     );
     assert_eq!(t0.elapsed(), secs(10));
-    assert!(err.into_inner().is_none());
+    // The first attempt's error is kept: reachable through `source()` and
+    // `into_inner()`.
+    assert_eq!(
+        std::error::Error::source(&err).map(ToString::to_string),
+        Some("status 503".to_owned())
+    );
+    assert_eq!(err.into_inner().map(|e| e.status), Some(503));
 }
 
 #[tokio::test(start_paused = true)]
@@ -242,10 +248,15 @@ async fn the_last_attempt_timing_out_is_a_timeout() {
             Error::Timeout {
                 attempts: 2,
                 kind: TimeoutKind::Attempt,
-                ..
+                reason: Some(ExhaustedReason::RetriesUsedUp),
+                last_error: None,
             }
         ),
         "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "timed out after 2 attempts: the last attempt hit its attempt timeout (retries used up)"
     );
     assert_eq!(t0.elapsed(), secs(5));
 }
@@ -582,6 +593,8 @@ fn error_display_names_the_limit_and_source_points_at_the_cause() {
     let t: Error<TestError> = Error::Timeout {
         attempts: 1,
         kind: TimeoutKind::Deadline,
+        reason: None,
+        last_error: None,
     };
     assert!(t.source().is_none());
     assert_eq!(
