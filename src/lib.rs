@@ -70,7 +70,15 @@
 //!   share of recent calls, so retries cannot multiply the load on a struggling
 //!   service.
 //! - **Errors.** A call ends with the value or an [`Error`] that says which limit
-//!   ended it and how many attempts were made.
+//!   ended it and how many attempts were made. The words in the names are
+//!   chosen, not mixed: a *cause* is the event that made a breaker act
+//!   ([`RefusalCause`]: it was tripped, forced open, cooling down or busy;
+//!   [`TransitionCause`]: what moved it), a *reason* is the limit that made a
+//!   call give up ([`ExhaustedReason`]), and a *kind* only tells apart two
+//!   limits of the same sort ([`TimeoutKind`]: the deadline or an attempt
+//!   timeout). When a refusal or a timeout ends a call after failed attempts,
+//!   the operation's last error stays reachable through
+//!   [`source`](std::error::Error::source) and [`Error::into_inner`].
 //!
 //! - **Breakers.** [`Call::breaker`] runs every attempt through a circuit
 //!   [`Breaker`], usually one per tenant from a [`BreakerRegistry`]: one

@@ -498,6 +498,7 @@ impl Breaker {
                 generation: c.generation,
                 open_for: c.open_for,
                 metrics_only,
+                key_any: self.0.key.as_any(),
             });
         }
     }

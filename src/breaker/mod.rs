@@ -193,6 +193,38 @@ pub struct Transition<'a> {
     /// Whether the breaker is in [`BreakerMode::MetricsOnly`]: the transition
     /// is what *would* have happened; no call is refused.
     pub metrics_only: bool,
+    pub(crate) key_any: &'a dyn std::any::Any,
+}
+
+impl<'a> Transition<'a> {
+    /// The breaker's key as its registry's key type `K`: `None` for a
+    /// standalone breaker, a registry's overflow breaker, or another `K`.
+    ///
+    /// A listener of a [`BreakerRegistry<K>`](crate::BreakerRegistry) gets
+    /// the key itself, not only its `Debug` form (to publish it, or to label
+    /// a metric by it):
+    ///
+    /// ```
+    /// use safecall::{BreakerConfig, BreakerRegistry, BreakerState};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let opened = Arc::new(Mutex::new(Vec::<u64>::new()));
+    /// let seen = Arc::clone(&opened);
+    /// let config = BreakerConfig::default()
+    ///     .consecutive_failures(1)
+    ///     .on_transition(move |t| {
+    ///         if let (Some(org), BreakerState::Open) = (t.key_as::<u64>(), t.to) {
+    ///             seen.lock().unwrap().push(*org);
+    ///         }
+    ///     });
+    /// let registry = BreakerRegistry::<u64>::new(config);
+    /// registry.get(&42).try_acquire().unwrap().record(safecall::Outcome::Failure);
+    /// assert_eq!(*opened.lock().unwrap(), [42]);
+    /// ```
+    #[must_use]
+    pub fn key_as<K: 'static>(&self) -> Option<&'a K> {
+        self.key_any.downcast_ref::<K>()
+    }
 }
 
 /// Why a breaker refused an attempt.

@@ -48,13 +48,19 @@ pub(super) fn generation_of(w: u64) -> u32 {
     (w >> GEN_SHIFT) as u32 & GEN_MASK
 }
 
-/// What a breaker knows of its key: enough to name it in events.
+/// What a breaker knows of its key: enough to name it in events, and to hand
+/// it to a listener as the registry's own key type.
 pub(crate) trait KeyLabel: Send + Sync + 'static {
     fn label(&self) -> &dyn fmt::Debug;
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl<K: fmt::Debug + Send + Sync + 'static> KeyLabel for K {
     fn label(&self) -> &dyn fmt::Debug {
+        self
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
         self
     }
 }
