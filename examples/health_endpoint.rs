@@ -19,8 +19,8 @@
 //! - `Database`: ping your pool (`sqlx::query("SELECT 1")`), not a fresh SQLite
 //!   connection;
 //! - `CalendarTokens`: read the tokens your OAuth refresher keeps, per tenant;
-//! - `TwilioConfig`: load credentials from your secret store, in a redacting type
-//!   (`secrecy`);
+//! - `TwilioConfig`: load credentials from your secret store, kept in
+//!   `secrecy::SecretString` as here;
 //! - the breaker source: `move || registry.snapshot()` on the registry your
 //!   Twilio client calls through;
 //! - which checks are critical: only what this instance cannot serve without.
@@ -32,10 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use safecall::BreakerRegistry;
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use app::{CalendarToken, CalendarTokens, Database, Redacted, Services, TwilioConfig};
+use app::{CalendarToken, CalendarTokens, Database, Services, TwilioConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -56,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         // A real service knows the expiry from the OAuth response.
         calendar.set(Some(CalendarToken {
-            access_token: Redacted::new(token),
+            access_token: SecretString::from(token),
             expires_at: Instant::now() + Duration::from_secs(3600),
         }));
     }

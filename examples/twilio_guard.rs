@@ -13,16 +13,20 @@
 //! ```
 //!
 //! Copying it into a real service, change:
-//! - `GuardConfig::base_url`: `https://api.twilio.com` (reqwest then needs a TLS
-//!   feature, e.g. `rustls-tls`);
+//! - `GuardConfig::endpoint`: leave the default, `Endpoint::twilio()`
+//!   (`https://api.twilio.com`; reqwest then needs a TLS feature, e.g.
+//!   `rustls-tls`). Twilio's Messages API does not deduplicate by
+//!   `Idempotency-Key`, so against it a send that may have gone out (the
+//!   answer lost, a timeout, a 500/502/504) is not retried and ends as
+//!   "unknown": reconcile those (Twilio's status callbacks, or listing the
+//!   account's messages). This demo uses `Endpoint::deduplicating` because its
+//!   stand-in does deduplicate; `TwilioGuard::new` refuses that for Twilio's
+//!   own address. Retrying those sends safely needs a deduplicating proxy or
+//!   your own outbox in between;
 //! - the accounts: each org's Account SID and auth token from your secret store,
 //!   kept in `SecretString`; never log them;
 //! - the timings, which are scaled down here to milliseconds: backoff from 1 s,
 //!   `request_timeout` ~10 s, `deadline` ~60 s, breaker `open_duration` 30 s;
-//! - `Ambiguity`: the stand-in deduplicates by `Idempotency-Key`. Twilio's
-//!   Messages API does not document such a key, so against the real API use
-//!   `Ambiguity::DoNotRetry` (retry only what certainly was not accepted) or
-//!   put a provider that deduplicates, or your own outbox, in between;
 //! - the stand-in server and its faults: delete them.
 
 #[path = "twilio_guard/guard.rs"]
@@ -34,7 +38,7 @@ use std::collections::HashMap;
 
 use secrecy::SecretString;
 
-use guard::{GuardConfig, OrgId, OrgSummary, Sms, TwilioAccount, TwilioGuard};
+use guard::{Endpoint, GuardConfig, OrgId, OrgSummary, Sms, TwilioAccount, TwilioGuard};
 use server::{Faults, StandInTwilio};
 
 /// The demo's organisations: (org, Account SID, the fault its account gets).
@@ -125,7 +129,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     let guard = TwilioGuard::new(
         GuardConfig {
-            base_url: twilio.base_url(),
+            // The stand-in answers a repeated idempotency key with the message
+            // it already created, so a lost answer is retried safely here.
+            // Against Twilio, keep the default (`Endpoint::twilio()`).
+            endpoint: Endpoint::deduplicating(twilio.base_url()),
             ..GuardConfig::default()
         },
         accounts,

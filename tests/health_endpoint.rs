@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use safecall::{BreakerSnapshot, BreakerState};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use app::{CalendarToken, CalendarTokens, Database, Redacted, Services, TwilioConfig};
+use app::{CalendarToken, CalendarTokens, Database, Services, TwilioConfig};
 
 const AUTH_TOKEN: &str = "tw-secret-4f1e";
 
@@ -25,7 +26,7 @@ const AUTH_TOKEN: &str = "tw-secret-4f1e";
 fn working_services(db_name: &str) -> Services {
     let calendar = CalendarTokens::default();
     calendar.set(Some(CalendarToken {
-        access_token: Redacted::new("ya29.calendar-secret"),
+        access_token: SecretString::from("ya29.calendar-secret"),
         expires_at: Instant::now() + Duration::from_secs(3600),
     }));
     Services {
@@ -33,7 +34,7 @@ fn working_services(db_name: &str) -> Services {
         calendar,
         twilio: TwilioConfig {
             account_sid: Some("AC0123456789abcdef".to_owned()),
-            auth_token: Some(Redacted::new(AUTH_TOKEN)),
+            auth_token: Some(SecretString::from(AUTH_TOKEN)),
         },
         breakers: Arc::new(Vec::new),
         // Generous: a loaded CI machine must not turn a slow thread start into a
@@ -173,4 +174,14 @@ async fn missing_database_answers_503_critical() {
         "cannot query the SQLite database (CannotOpen)"
     );
     assert!(database["recommendation"].is_string());
+}
+
+#[test]
+fn credentials_never_show_in_debug() {
+    let services = working_services("debug-redacted");
+    let shown = format!("{:?} {:?}", services.twilio, services.calendar);
+    assert!(!shown.contains(AUTH_TOKEN), "{shown}");
+    assert!(!shown.contains("calendar-secret"), "{shown}");
+    // Redacted, not missing: the values are there, as `secrecy` shows them.
+    assert_eq!(shown.matches("REDACTED").count(), 2, "{shown}");
 }

@@ -20,8 +20,8 @@ use secrecy::SecretString;
 use tokio::time::Instant;
 
 use guard::{
-    Ambiguity, FailReason, GuardConfig, OrgId, Sms, TwilioAccount, TwilioError, TwilioGuard,
-    classify, codes,
+    Ambiguity, Endpoint, FailReason, GuardConfig, IdempotencyKeys, OrgId, Sms, TWILIO_API,
+    TwilioAccount, TwilioError, TwilioGuard, classify, codes,
 };
 use server::{Faults, StandInTwilio};
 
@@ -52,10 +52,22 @@ fn classification_table() {
             Transient,
         ),
         (api(503, None, Some(2)), RetryWithKey, RetryAfter(secs(2))),
-        // Server errors and unreachable: transient.
-        (api(500, None, None), RetryWithKey, Transient),
-        (api(502, None, None), DoNotRetry, Transient),
+        (api(503, None, Some(2)), DoNotRetry, RetryAfter(secs(2))),
+        // Refused before it was taken on, or unreachable: transient.
         (api(503, Some(20503), None), RetryWithKey, Transient),
+        (api(503, Some(20503), None), DoNotRetry, Transient),
+        (
+            api(429, Some(codes::TOO_MANY_REQUESTS), None),
+            DoNotRetry,
+            Transient,
+        ),
+        // A server error that may have come after the message was created:
+        // retried only where the key makes it safe.
+        (api(500, None, None), RetryWithKey, Transient),
+        (api(502, None, None), RetryWithKey, Transient),
+        (api(500, None, None), DoNotRetry, Permanent),
+        (api(502, None, None), DoNotRetry, Permanent),
+        (api(504, None, None), DoNotRetry, Permanent),
         (
             TwilioError::Connect("refused".into()),
             DoNotRetry,
@@ -164,7 +176,9 @@ async fn setup(
         );
     }
     let mut config = GuardConfig {
-        base_url: twilio.base_url(),
+        // The stand-in deduplicates by key; tests that need Twilio's rules
+        // set `Endpoint::twilio().at(..)` in `tweak`.
+        endpoint: Endpoint::deduplicating(twilio.base_url()),
         backoff: Duration::ZERO,
         retry_budget: RetryBudget::disabled(),
         // Generous: only a wedged test would reach these.
@@ -218,32 +232,177 @@ async fn no_double_send_when_answers_are_lost() {
     assert_eq!(guard.breaker_state(&org), BreakerState::Closed);
 }
 
-#[tokio::test]
-async fn without_deduplication_a_lost_answer_is_not_retried() {
-    let sid = "AC1";
-    let (twilio, guard) = setup(
-        &[(
-            "initech",
-            sid,
-            Faults {
-                drop_after_accept: 1,
-                ..Faults::default()
+#[test]
+fn the_default_endpoint_is_twilio_and_does_not_retry_a_send_that_may_have_gone_out() {
+    let endpoint = GuardConfig::default().endpoint;
+    assert_eq!(endpoint, Endpoint::twilio());
+    assert_eq!(endpoint.base_url(), TWILIO_API);
+    assert_eq!(endpoint.keys(), IdempotencyKeys::Ignored);
+    assert_eq!(endpoint.ambiguity(), Ambiguity::DoNotRetry);
+    // Moving it keeps the rule; only a deduplicating endpoint retries.
+    let moved = Endpoint::twilio().at("http://127.0.0.1:1");
+    assert_eq!(moved.ambiguity(), Ambiguity::DoNotRetry);
+    assert_eq!(
+        Endpoint::deduplicating("http://127.0.0.1:1").ambiguity(),
+        Ambiguity::RetryWithKey
+    );
+}
+
+#[test]
+fn a_deduplicating_endpoint_at_twilios_address_is_refused() {
+    for url in [
+        TWILIO_API,
+        "https://api.twilio.com/",
+        "https://messaging.twilio.com",
+    ] {
+        let error = TwilioGuard::new(
+            GuardConfig {
+                endpoint: Endpoint::deduplicating(url),
+                ..GuardConfig::default()
             },
-        )],
-        |c| c.ambiguity = Ambiguity::DoNotRetry,
+            HashMap::new(),
+        )
+        .expect_err("Twilio does not deduplicate");
+        assert!(error.to_string().contains("Endpoint::twilio()"), "{error}");
+    }
+    // The default and a deduplicating stand-in are fine.
+    TwilioGuard::new(GuardConfig::default(), HashMap::new()).expect("default");
+    TwilioGuard::new(
+        GuardConfig {
+            endpoint: Endpoint::deduplicating("http://127.0.0.1:1"),
+            ..GuardConfig::default()
+        },
+        HashMap::new(),
+    )
+    .expect("stand-in");
+}
+
+/// A stand-in that ignores idempotency keys, as Twilio does, with one
+/// account ("AC1" for org "initech") and `faults`; a guard for it with the
+/// default configuration, moved to the stand-in's address, or with `endpoint`.
+async fn like_twilio(
+    faults: Faults,
+    endpoint: impl FnOnce(String) -> Endpoint,
+) -> (StandInTwilio, TwilioGuard) {
+    let twilio = StandInTwilio::start_ignoring_keys()
+        .await
+        .expect("stand-in");
+    twilio.add_account("AC1", "secret");
+    twilio.inject("AC1", faults);
+    let config = GuardConfig {
+        endpoint: endpoint(twilio.base_url()),
+        backoff: Duration::ZERO,
+        retry_budget: RetryBudget::disabled(),
+        request_timeout: Duration::from_secs(30),
+        deadline: Duration::from_secs(60),
+        ..GuardConfig::default()
+    };
+    let guard = TwilioGuard::new(
+        config,
+        HashMap::from([(
+            OrgId::new("initech"),
+            TwilioAccount {
+                account_sid: "AC1".into(),
+                auth_token: SecretString::from("secret"),
+                from: FROM.into(),
+            },
+        )]),
+    )
+    .expect("guard");
+    (twilio, guard)
+}
+
+/// Issue 11: the default paired Twilio's address with retrying a lost
+/// answer under a key Twilio ignores, which sends the message twice.
+#[tokio::test]
+async fn by_default_a_lost_answer_is_sent_once_where_keys_are_ignored() {
+    let (twilio, guard) = like_twilio(
+        Faults {
+            drop_after_accept: 1,
+            ..Faults::default()
+        },
+        |url| GuardConfig::default().endpoint.at(url),
     )
     .await;
-    let org = OrgId::new("initech");
 
     let failed = guard
-        .send_sms(&org, "+14155550100", "hello")
+        .send_sms(&OrgId::new("initech"), "+14155550100", "hello")
         .await
         .expect_err("the answer was lost");
 
     assert_eq!(failed.reason, FailReason::Unknown);
     assert_eq!(failed.attempts, 1);
-    let stats = twilio.stats(sid);
+    let stats = twilio.stats("AC1");
     assert_eq!((stats.requests, stats.messages), (1, 1));
+    assert_eq!(twilio.max_messages_per_key("AC1"), 1, "sent once");
+}
+
+#[tokio::test]
+async fn by_default_a_500_after_the_message_was_created_is_sent_once() {
+    let (twilio, guard) = like_twilio(
+        Faults {
+            fail_after_accept: 1,
+            ..Faults::default()
+        },
+        |url| GuardConfig::default().endpoint.at(url),
+    )
+    .await;
+
+    let failed = guard
+        .send_sms(&OrgId::new("initech"), "+14155550100", "hello")
+        .await
+        .expect_err("the server failed after creating it");
+
+    assert_eq!(failed.reason, FailReason::Unknown);
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(twilio.stats("AC1").messages, 1);
+    assert_eq!(twilio.max_messages_per_key("AC1"), 1, "sent once");
+}
+
+#[tokio::test]
+async fn by_default_a_503_burst_is_still_retried() {
+    let (twilio, guard) = like_twilio(
+        Faults {
+            unavailable: 2,
+            ..Faults::default()
+        },
+        |url| GuardConfig::default().endpoint.at(url),
+    )
+    .await;
+
+    let sent = guard
+        .send_sms(&OrgId::new("initech"), "+14155550100", "hello")
+        .await
+        .expect("sent on the third attempt");
+
+    assert_eq!(sent.attempts, 3);
+    let stats = twilio.stats("AC1");
+    assert_eq!((stats.requests, stats.messages), (3, 1));
+}
+
+/// What the default prevents, shown on the same stand-in: retrying a lost
+/// answer where keys are ignored sends the message twice. (The guard refuses
+/// this configuration for Twilio's own address.)
+#[tokio::test]
+async fn retrying_a_lost_answer_where_keys_are_ignored_would_send_twice() {
+    let (twilio, guard) = like_twilio(
+        Faults {
+            drop_after_accept: 1,
+            ..Faults::default()
+        },
+        Endpoint::deduplicating,
+    )
+    .await;
+
+    let sent = guard
+        .send_sms(&OrgId::new("initech"), "+14155550100", "hello")
+        .await
+        .expect("the retry got an answer");
+
+    assert_eq!(sent.attempts, 2);
+    assert!(!sent.replayed);
+    assert_eq!(twilio.stats("AC1").messages, 2);
+    assert_eq!(twilio.max_messages_per_key("AC1"), 2, "sent twice");
 }
 
 #[tokio::test]
@@ -389,7 +548,7 @@ async fn retry_after_hint_is_passed_through() {
         },
     );
     let config = GuardConfig {
-        base_url: twilio.base_url(),
+        endpoint: Endpoint::deduplicating(twilio.base_url()),
         max_retries: 0,
         ..GuardConfig::default()
     };
@@ -431,7 +590,8 @@ async fn connection_errors_are_retried_then_reported() {
     drop(listener);
     let guard = TwilioGuard::new(
         GuardConfig {
-            base_url: format!("http://{addr}"),
+            // Twilio's rules: a connection never made is retried there too.
+            endpoint: Endpoint::twilio().at(format!("http://{addr}")),
             backoff: Duration::ZERO,
             retry_budget: RetryBudget::disabled(),
             breaker: BreakerConfig::default().consecutive_failures(10),

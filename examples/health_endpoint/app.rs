@@ -5,7 +5,6 @@
 // Shared with the end-to-end test, which uses only some of it.
 #![allow(dead_code)]
 
-use std::fmt;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -17,38 +16,11 @@ use axum::routing::get;
 use rusqlite::{Connection, OpenFlags};
 use safecall::health::{BreakerCheck, Check, CheckError, HealthChecks, Outcome};
 use safecall::{BreakerSnapshot, ConfigError};
+use secrecy::SecretString;
 use tokio::time::Instant;
 
 /// The path the seed service serves its report on.
 pub const HEALTH_PATH: &str = "/api/health/integrations";
-
-/// A secret that never shows itself: `Debug` and `Display` print `[redacted]`.
-/// (A real service would use the `secrecy` crate.)
-#[derive(Clone)]
-pub struct Redacted(String);
-
-impl Redacted {
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The secret itself, for the one place that sends it to the provider.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// The service's SQLite database, reached by URI. Each check opens a fresh
 /// connection and runs `SELECT 1`, so it sees what a new request would.
@@ -110,10 +82,12 @@ fn flags() -> OpenFlags {
     OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX
 }
 
-/// A linked Google Calendar's OAuth access token and when it expires.
+/// A linked Google Calendar's OAuth access token and when it expires. The
+/// token is a [`SecretString`]: `Debug` redacts it, and only the code that
+/// calls Google would `expose_secret()` it.
 #[derive(Clone, Debug)]
 pub struct CalendarToken {
-    pub access_token: Redacted,
+    pub access_token: SecretString,
     pub expires_at: Instant,
 }
 
@@ -175,11 +149,12 @@ fn minutes(d: Duration) -> String {
 }
 
 /// Twilio credentials, read from the environment. The values are never shown:
-/// the check reports only whether they are there.
+/// the check reports only whether they are there, and the auth token is a
+/// [`SecretString`], so `Debug` redacts it.
 #[derive(Clone, Debug, Default)]
 pub struct TwilioConfig {
     pub account_sid: Option<String>,
-    pub auth_token: Option<Redacted>,
+    pub auth_token: Option<SecretString>,
 }
 
 impl TwilioConfig {
@@ -188,7 +163,7 @@ impl TwilioConfig {
         let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         Self {
             account_sid: var("TWILIO_ACCOUNT_SID"),
-            auth_token: var("TWILIO_AUTH_TOKEN").map(Redacted::new),
+            auth_token: var("TWILIO_AUTH_TOKEN").map(SecretString::from),
         }
     }
 

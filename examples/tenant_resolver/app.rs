@@ -1,13 +1,13 @@
 //! The tenant resolver's parts: the SQLite database with its provisioning
-//! trigger, the resolver (claims → cache → database through `SafeCall`), the
-//! axum middleware, and a handler that echoes the resolved organisation.
+//! trigger, the resolver (verified claims → cache → database through
+//! `SafeCall`), the axum middleware, and a handler that echoes the resolved
+//! organisation. The token checks live in `auth.rs`, the cache in `cache.rs`.
 //!
 //! `main` (in `tenant_resolver.rs`) serves them on 127.0.0.1;
 //! `tests/tenant_resolver.rs` drives the same code, over HTTP where it matters.
 // Shared with the tests, which use only some of it.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,18 +15,18 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{Extension, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use safecall::{Backoff, ConfigError, Error, ErrorClass, Jitter, RetryBudget, SafeCall};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
+
+use super::auth::{AuthError, Claims, TokenVerifier};
+use super::cache::TtlCache;
 
 /// The seed's schema: a user row without an organisation gets one from the
 /// `AFTER INSERT` trigger, in the same statement (so in the same transaction).
@@ -83,7 +83,8 @@ impl From<rusqlite::Error> for DbError {
 }
 
 /// Busy or locked: another writer held the database past the busy timeout;
-/// worth another try. Anything else (a constraint, a missing table, a corrupt
+/// worth another try, and the short busy timeout (see [`DEFAULT_BUSY_TIMEOUT`])
+/// leaves time for one within the lookup's deadline. Anything else (a constraint, a missing table, a corrupt
 /// file) will not get better by retrying.
 pub fn classify_db(error: &DbError) -> ErrorClass {
     match error {
@@ -96,12 +97,27 @@ pub fn classify_db(error: &DbError) -> ErrorClass {
     }
 }
 
+/// How long SQLite waits for another writer's lock before answering
+/// `SQLITE_BUSY`.
+///
+/// Well below the lookup's attempt timeout and deadline, on purpose. SQLite
+/// waits inside the blocking call, where the policy cannot interrupt it: with
+/// a busy timeout longer than the deadline (it was 5 s against 3 s), a busy
+/// database ends the lookup with a deadline timeout after one attempt and is
+/// never retried, while the abandoned thread keeps waiting. At 250 ms a busy
+/// database answers `SQLITE_BUSY` quickly, which `classify_db` calls
+/// transient, and all four attempts (4 × 250 ms plus the backoff, about
+/// 1.1 s) fit in the 3 s deadline. [`Resolver::new`] refuses a busy timeout
+/// that is not shorter than the attempt timeout.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// The service's SQLite database: a file, opened per operation (as a pool
-/// would hand out connections), in WAL mode with a busy timeout.
+/// would hand out connections), in WAL mode with a short busy timeout.
 #[derive(Debug)]
 pub struct Database {
     path: PathBuf,
     remove_on_drop: bool,
+    busy_timeout: Duration,
     /// Lookups that reached the database (for the printout and the tests).
     lookups: AtomicU64,
 }
@@ -112,6 +128,7 @@ impl Database {
         let db = Self {
             path: path.as_ref().to_owned(),
             remove_on_drop: false,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
             lookups: AtomicU64::new(0),
         };
         let conn = db.connect()?;
@@ -133,9 +150,20 @@ impl Database {
         Ok(db)
     }
 
+    /// The same database with another busy timeout, for the connections
+    /// opened from now on.
+    pub fn with_busy_timeout(mut self, busy_timeout: Duration) -> Self {
+        self.busy_timeout = busy_timeout;
+        self
+    }
+
+    pub fn busy_timeout(&self) -> Duration {
+        self.busy_timeout
+    }
+
     fn connect(&self) -> rusqlite::Result<Connection> {
         let conn = Connection::open(&self.path)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(self.busy_timeout)?;
         Ok(conn)
     }
 
@@ -176,6 +204,12 @@ impl Database {
             .query_row("SELECT count(*) FROM organisations", [], |r| r.get(0))
     }
 
+    /// How many users exist.
+    pub fn users(&self) -> rusqlite::Result<i64> {
+        self.connect()?
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -195,35 +229,6 @@ impl Drop for Database {
             }
         }
     }
-}
-
-/// The claims the resolver reads from the bearer token.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Claims {
-    /// The user, as the identity provider names them.
-    pub sub: String,
-    pub email: Option<String>,
-    /// Present once the identity provider knows the user's organisation.
-    pub org_id: Option<String>,
-}
-
-/// The claims of a JWT-shaped bearer token.
-///
-/// DEMO ONLY: this decodes the payload without checking the signature. A real
-/// service verifies it (e.g. `jsonwebtoken::decode` with the provider's keys,
-/// issuer, audience and expiry) before trusting a single claim.
-pub fn claims_from_token(token: &str) -> Option<Claims> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// An unsigned JWT-shaped token with `claims` (`alg: none`): for the demo and
-/// the tests only.
-pub fn demo_token(claims: &Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-    format!("{header}.{payload}.")
 }
 
 /// Where the resolved organisation came from.
@@ -260,9 +265,17 @@ pub struct ResolvedOrg {
 pub struct ResolverConfig {
     /// How long a user → organisation answer is reused.
     pub cache_ttl: Duration,
+    /// The most users whose organisation is cached (see `cache.rs` for how
+    /// entries are evicted). Zero caches nothing.
+    pub cache_capacity: usize,
     pub max_retries: u32,
     /// The first backoff delay; zero retries at once.
     pub backoff: Duration,
+    /// Per database attempt: must be longer than the database's busy timeout
+    /// (see [`DEFAULT_BUSY_TIMEOUT`]), so that a busy database answers
+    /// `SQLITE_BUSY` (retried) before the attempt is given up.
+    pub attempt_timeout: Duration,
+    /// The whole lookup, retries and waits included.
     pub deadline: Duration,
     pub retry_budget: RetryBudget,
 }
@@ -271,8 +284,10 @@ impl Default for ResolverConfig {
     fn default() -> Self {
         Self {
             cache_ttl: Duration::from_secs(60),
+            cache_capacity: 10_000,
             max_retries: 3,
             backoff: Duration::from_millis(10),
+            attempt_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(3),
             retry_budget: RetryBudget::default(),
         }
@@ -284,13 +299,35 @@ impl Default for ResolverConfig {
 pub struct Resolver {
     db: Arc<Database>,
     policy: SafeCall<DbError>,
-    ttl: Duration,
-    /// `sub` → (organisation, when it was looked up).
-    cache: Mutex<HashMap<String, (String, Instant)>>,
+    /// `sub` → organisation, bounded in size and age.
+    cache: Mutex<TtlCache<String>>,
 }
 
 impl Resolver {
+    /// A resolver over `db`.
+    ///
+    /// # Errors
+    ///
+    /// A policy setting is invalid, or the database's busy timeout is not
+    /// shorter than `attempt_timeout` and `deadline` (a busy database would
+    /// then never be retried).
     pub fn new(db: Arc<Database>, config: &ResolverConfig) -> Result<Self, ConfigError> {
+        let busy = db.busy_timeout();
+        if busy >= config.attempt_timeout {
+            return Err(ConfigError::new(
+                "attempt_timeout",
+                format!(
+                    "must be longer than the database's busy timeout ({busy:?}), \
+                     or a busy database is given up instead of retried"
+                ),
+            ));
+        }
+        if busy >= config.deadline {
+            return Err(ConfigError::new(
+                "deadline",
+                format!("must be longer than the database's busy timeout ({busy:?})"),
+            ));
+        }
         let backoff = if config.backoff.is_zero() {
             Backoff::constant(Duration::ZERO)
         } else {
@@ -303,12 +340,14 @@ impl Resolver {
             policy: SafeCall::builder()
                 .max_retries(config.max_retries)
                 .backoff(backoff)
+                // A timed-out attempt leaves its blocking thread running
+                // until SQLite returns; the busy timeout bounds that wait.
+                .attempt_timeout(config.attempt_timeout)
                 .deadline(config.deadline)
                 .retry_budget(config.retry_budget)
                 .classify(classify_db)
                 .build()?,
-            ttl: config.cache_ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(TtlCache::new(config.cache_capacity, config.cache_ttl)),
         })
     }
 
@@ -316,8 +355,9 @@ impl Resolver {
         &self.db
     }
 
-    /// The organisation for `claims`: the token's `org_id` when present, else
-    /// the cache, else the database (provisioning a first-time user's).
+    /// The organisation for `claims` (from a verified token): the token's
+    /// `org_id` when present, else the cache, else the database (provisioning
+    /// a first-time user's).
     ///
     /// # Errors
     ///
@@ -329,11 +369,7 @@ impl Resolver {
                 source: Source::Claims,
             });
         }
-        let now = Instant::now();
-        let cached = lock(&self.cache)
-            .get(&claims.sub)
-            .filter(|(_, at)| now.duration_since(*at) < self.ttl)
-            .map(|(org_id, _)| org_id.clone());
+        let cached = lock(&self.cache).get(&claims.sub, Instant::now());
         if let Some(org_id) = cached {
             return Ok(ResolvedOrg {
                 org_id,
@@ -353,7 +389,7 @@ impl Resolver {
                 }
             })
             .await?;
-        lock(&self.cache).insert(claims.sub.clone(), (org_id.clone(), Instant::now()));
+        lock(&self.cache).insert(claims.sub.clone(), org_id.clone(), Instant::now());
         Ok(ResolvedOrg {
             org_id,
             source: if provisioned {
@@ -373,26 +409,56 @@ fn json_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// The middleware: reads the bearer token's claims, resolves the organisation
-/// and hands it to the handlers as an `Extension<ResolvedOrg>`.
-pub async fn resolve_tenant(
-    State(resolver): State<Arc<Resolver>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let claims = request
-        .headers()
+/// What the middleware needs: the token verifier and the resolver.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub verifier: Arc<TokenVerifier>,
+    pub resolver: Arc<Resolver>,
+}
+
+/// The bearer token of `Authorization: Bearer <token>`.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(claims_from_token);
-    let Some(claims) = claims else {
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            "missing or unreadable bearer token",
-        );
+        .ok_or(AuthError::Missing)
+}
+
+/// 401 with the RFC 6750 challenge. The body says no more than "invalid":
+/// why a token failed is logged, not told to whoever sent it.
+fn unauthorized(error: &AuthError) -> Response {
+    let (challenge, message) = match error {
+        AuthError::Missing => ("Bearer", "missing bearer token"),
+        _ => (r#"Bearer error="invalid_token""#, "invalid bearer token"),
     };
-    match resolver.resolve(&claims).await {
+    let mut response = json_error(StatusCode::UNAUTHORIZED, message);
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+/// The middleware: verifies the bearer token (signature, expiry, issuer,
+/// audience), resolves the organisation from its claims and hands it to the
+/// handlers as an `Extension<ResolvedOrg>`. A token that does not verify gets
+/// 401 before anything is looked up or provisioned.
+pub async fn resolve_tenant(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let claims = bearer_token(request.headers()).and_then(|token| state.verifier.verify(token));
+    let claims = match claims {
+        Ok(claims) => claims,
+        Err(error) => {
+            // The reason, never the token.
+            tracing::debug!(%error, "bearer token refused");
+            return unauthorized(&error);
+        }
+    };
+    match state.resolver.resolve(&claims).await {
         Ok(org) => {
             request.extensions_mut().insert(org);
             next.run(request).await
@@ -413,9 +479,9 @@ async fn whoami(Extension(org): Extension<ResolvedOrg>) -> Json<Value> {
     Json(json!({ "org_id": org.org_id, "source": org.source.as_str() }))
 }
 
-/// The app: every route behind the resolver.
-pub fn router(resolver: Arc<Resolver>) -> Router {
+/// The app: every route behind the token check and the resolver.
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/me", get(whoami))
-        .layer(middleware::from_fn_with_state(resolver, resolve_tenant))
+        .layer(middleware::from_fn_with_state(state, resolve_tenant))
 }

@@ -33,7 +33,13 @@ pub mod codes {
     pub const BODY_REQUIRED: u32 = 21602;
 }
 
-/// The header the guard sends so that a retried request is not a second message.
+/// Twilio's API root.
+pub const TWILIO_API: &str = "https://api.twilio.com";
+
+/// The header the guard sends so that a retried request is not a second
+/// message, where the endpoint honours it (see [`Endpoint`]). Twilio's Messages
+/// API does not: there the header is harmless, and the guard does not count
+/// on it.
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 /// The header a deduplicating server sets on a replayed answer.
 pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
@@ -105,7 +111,101 @@ impl fmt::Display for TwilioError {
 
 impl std::error::Error for TwilioError {}
 
-/// What to do with a failure after which the message may have been accepted.
+impl TwilioError {
+    /// Could the message have been created despite this failure?
+    ///
+    /// Yes for a lost answer (reset, timeout, a cut body) and for a 5xx other
+    /// than 503: a 500, 502 or 504 may come after the message was created (a
+    /// gateway's 504 means the origin may still be working on it). No for an
+    /// answer that refuses the request before taking it on (429, 503, 4xx) or
+    /// a connection never made.
+    pub fn may_have_been_accepted(&self) -> bool {
+        match self {
+            TwilioError::Ambiguous(_) => true,
+            TwilioError::Api { status, .. } => (500..=599).contains(status) && *status != 503,
+            TwilioError::Connect(_) => false,
+        }
+    }
+}
+
+/// What an endpoint does with a repeated [`IDEMPOTENCY_HEADER`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdempotencyKeys {
+    /// Ignored: every request may create a message. Twilio's Messages API.
+    Ignored,
+    /// Honoured: a repeated key gets the message the first request created,
+    /// never a second one. The stand-in server; a deduplicating proxy or your
+    /// own outbox in front of Twilio.
+    Honoured,
+}
+
+/// Where the guard sends, and what that endpoint does with an idempotency
+/// key. The two travel together, so that pointing the guard at Twilio cannot
+/// keep a retry rule that was only safe against the stand-in.
+///
+/// # Default
+///
+/// [`Endpoint::twilio`]: Twilio's API, keys ignored, so a failure after which
+/// the message may have been accepted is not retried ([`Ambiguity::DoNotRetry`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    base_url: String,
+    keys: IdempotencyKeys,
+}
+
+impl Endpoint {
+    /// Twilio's API, which does not deduplicate by idempotency key.
+    pub fn twilio() -> Self {
+        Self {
+            base_url: TWILIO_API.to_owned(),
+            keys: IdempotencyKeys::Ignored,
+        }
+    }
+
+    /// An endpoint at `base_url` that honours idempotency keys (the stand-in).
+    /// [`TwilioGuard::new`] refuses one that points at Twilio's own API.
+    pub fn deduplicating(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            keys: IdempotencyKeys::Honoured,
+        }
+    }
+
+    /// The same handling of keys at another address: `Endpoint::twilio().at(..)`
+    /// is a test double (or a pass-through proxy) that behaves like Twilio.
+    pub fn at(self, base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            ..self
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn keys(&self) -> IdempotencyKeys {
+        self.keys
+    }
+
+    /// What the guard does with a failure after which the message may have
+    /// been accepted: retry under the same key only where the key is honoured.
+    pub fn ambiguity(&self) -> Ambiguity {
+        match self.keys {
+            IdempotencyKeys::Honoured => Ambiguity::RetryWithKey,
+            IdempotencyKeys::Ignored => Ambiguity::DoNotRetry,
+        }
+    }
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Self::twilio()
+    }
+}
+
+/// What to do with a failure after which the message may have been accepted
+/// ([`TwilioError::may_have_been_accepted`]); [`Endpoint::ambiguity`] decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ambiguity {
     /// Retry with the same idempotency key: the provider answers a repeated key
@@ -113,9 +213,9 @@ pub enum Ambiguity {
     /// double send, and no message lost to a dropped connection.
     RetryWithKey,
     /// Never retry: the message may have gone out, so a retry could send it
-    /// twice. Use this against a provider that does not deduplicate by key;
-    /// the outcome is then "unknown" and the service must reconcile (Twilio's
-    /// status callbacks, or listing the account's messages).
+    /// twice. The rule against a provider that does not deduplicate by key
+    /// (Twilio); the outcome is then "unknown" and the service must reconcile
+    /// (Twilio's status callbacks, or listing the account's messages).
     DoNotRetry,
 }
 
@@ -124,12 +224,17 @@ pub enum Ambiguity {
 /// | failure | class | why |
 /// | --- | --- | --- |
 /// | 429 (code 20429) with `Retry-After` | `RetryAfter(hint)` | Twilio asked for quiet; the hint is a floor |
-/// | 5xx, 429 without a hint | `Transient` | (503 with a hint: `RetryAfter`) |
+/// | 503, 429 without a hint | `Transient` | refused before it was taken on (503 with a hint: `RetryAfter`) |
 /// | connection not established | `Transient` | the request never left: certainly not sent |
 /// | 21211 invalid 'To', 21602 no body, other 4xx | `CallerFault` | this message is wrong; the account is fine |
 /// | 20003 authentication failed (401), 20404 wrong account (404), 403 | `Permanent` | the org's credentials are broken: counted, trips that org's breaker |
-/// | request sent, answer lost | `Transient` with [`Ambiguity::RetryWithKey`], else `Permanent` | see [`Ambiguity`] |
+/// | request sent, answer lost; 500, 502, 504 | with [`Ambiguity::RetryWithKey`] as any other (`Transient`), with [`Ambiguity::DoNotRetry`] `Permanent` | may have been accepted: see [`TwilioError::may_have_been_accepted`] |
 pub fn classify(error: &TwilioError, ambiguity: Ambiguity) -> ErrorClass {
+    if ambiguity == Ambiguity::DoNotRetry && error.may_have_been_accepted() {
+        // Counted against the org's breaker like any provider failure, but
+        // never sent again: the message may be out already.
+        return ErrorClass::Permanent;
+    }
     match error {
         TwilioError::Api {
             status,
@@ -143,11 +248,7 @@ pub fn classify(error: &TwilioError, ambiguity: Ambiguity) -> ErrorClass {
             // 5xx → Transient, 401/403 → Permanent, other 4xx → CallerFault.
             _ => classify_http_status(*status, *retry_after),
         },
-        TwilioError::Connect(_) => ErrorClass::Transient,
-        TwilioError::Ambiguous(_) => match ambiguity {
-            Ambiguity::RetryWithKey => ErrorClass::Transient,
-            Ambiguity::DoNotRetry => ErrorClass::Permanent,
-        },
+        TwilioError::Connect(_) | TwilioError::Ambiguous(_) => ErrorClass::Transient,
     }
 }
 
@@ -155,8 +256,9 @@ pub fn classify(error: &TwilioError, ambiguity: Ambiguity) -> ErrorClass {
 /// timings (milliseconds); a real service wants seconds (see `twilio_guard.rs`).
 #[derive(Debug, Clone)]
 pub struct GuardConfig {
-    /// Twilio's API root: `https://api.twilio.com` in production.
-    pub base_url: String,
+    /// Where to send, and whether a failure after which the message may have
+    /// been accepted is retried there. Default: Twilio's API, not retried.
+    pub endpoint: Endpoint,
     pub max_retries: u32,
     /// The first backoff delay (exponential, factor 2, full jitter); zero
     /// retries at once.
@@ -174,7 +276,6 @@ pub struct GuardConfig {
     pub breaker: BreakerConfig,
     /// Messages of one batch in flight at once.
     pub concurrency: usize,
-    pub ambiguity: Ambiguity,
     /// How long a send may wait for an org's breaker to finish a cool-down
     /// that a `Retry-After` started, instead of failing fast. Zero: fail fast.
     pub cooldown_wait: Duration,
@@ -183,7 +284,7 @@ pub struct GuardConfig {
 impl Default for GuardConfig {
     fn default() -> Self {
         Self {
-            base_url: "https://api.twilio.com".to_owned(),
+            endpoint: Endpoint::twilio(),
             max_retries: 3,
             backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(200),
@@ -196,7 +297,6 @@ impl Default for GuardConfig {
                 .consecutive_failures(3)
                 .open_duration(Duration::from_secs(2)),
             concurrency: 4,
-            ambiguity: Ambiguity::RetryWithKey,
             cooldown_wait: Duration::from_secs(5),
         }
     }
@@ -209,7 +309,7 @@ impl Default for GuardConfig {
 /// retries it, but a timed-out POST may have created the message. reqwest's
 /// own timeout comes back as an error that [`classify`] sees as ambiguous.
 pub fn policy(config: &GuardConfig) -> Result<SafeCall<TwilioError>, ConfigError> {
-    let ambiguity = config.ambiguity;
+    let ambiguity = config.endpoint.ambiguity();
     let backoff = if config.backoff.is_zero() {
         // Tests: retry at once, without touching the timer.
         Backoff::constant(Duration::ZERO)
@@ -269,8 +369,9 @@ pub enum FailReason {
     RateLimited,
     /// 5xx or unreachable, through every retry.
     ProviderUnavailable,
-    /// The request went out but no answer came back, and retrying was not
-    /// safe: the message may or may not have been sent.
+    /// The request went out and may have been accepted (no answer came back,
+    /// or a 500/502/504), and retrying was not safe: the message may or may
+    /// not have been sent.
     Unknown,
     /// The org's breaker refused the send: nothing was sent.
     CircuitOpen,
@@ -339,17 +440,35 @@ pub struct TwilioGuard {
 
 impl TwilioGuard {
     /// A guard for `accounts` (one Twilio account per org).
+    ///
+    /// # Errors
+    ///
+    /// An invalid policy or breaker setting, an endpoint URL that does not
+    /// parse, an [`Endpoint::deduplicating`] that points at Twilio's API (which
+    /// does not deduplicate: retrying there sends twice), or an HTTP client
+    /// that cannot be built.
     pub fn new(
         config: GuardConfig,
         accounts: HashMap<OrgId, TwilioAccount>,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let url = reqwest::Url::parse(config.endpoint.base_url())?;
+        let is_twilio = url
+            .host_str()
+            .is_some_and(|host| host == "twilio.com" || host.ends_with(".twilio.com"));
+        if is_twilio && config.endpoint.keys() == IdempotencyKeys::Honoured {
+            return Err(format!(
+                "{url} does not deduplicate by {IDEMPOTENCY_HEADER}: \
+                 use Endpoint::twilio(), which does not retry a send that may have gone out"
+            )
+            .into());
+        }
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .build()?;
         Ok(Self {
             http,
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            base_url: config.endpoint.base_url().trim_end_matches('/').to_owned(),
             policy: policy(&config)?,
             breakers: BreakerRegistry::try_new(config.breaker)?,
             accounts,
@@ -415,14 +534,14 @@ impl TwilioGuard {
         let mut waited = Duration::ZERO;
         loop {
             // No double sends. Every attempt of this message carries the same
-            // idempotency key, and the server answers a key it has seen with
-            // the message it already created. So an ambiguous failure (the
-            // message accepted, the answer lost) is safe to retry, and
-            // `classify` says so with `Ambiguity::RetryWithKey`. Against a
-            // provider that does not deduplicate, configure
-            // `Ambiguity::DoNotRetry`: then only failures that certainly were
-            // not accepted are retried (no connection, 429, 5xx answers), and an
-            // ambiguous one is reported as `FailReason::Unknown`.
+            // idempotency key. Where the endpoint honours it (the stand-in),
+            // a failure after which the message may have been accepted (the
+            // answer lost, a 500) is safe to retry: the endpoint answers a key
+            // it has seen with the message it already created. Where it does
+            // not (Twilio, the default `Endpoint`), `classify` ends the send on
+            // such a failure, and it is reported as `FailReason::Unknown`;
+            // only failures that certainly were not accepted (no connection,
+            // 429, 503) are retried.
             let result = self
                 .policy
                 .call(|| {
@@ -431,7 +550,10 @@ impl TwilioGuard {
                     let post = self.post_once(&url, account, to, body, key);
                     async move {
                         let result = post.await;
-                        if matches!(result, Err(TwilioError::Ambiguous(_))) {
+                        if result
+                            .as_ref()
+                            .is_err_and(TwilioError::may_have_been_accepted)
+                        {
                             maybe_sent.store(true, Ordering::Relaxed);
                         }
                         result

@@ -1,8 +1,9 @@
 //! A stand-in for Twilio's Messages API on 127.0.0.1, with faults injected per
 //! account: it answers `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`
 //! (form body `To`, `From`, `Body`; basic auth `AccountSid:AuthToken`) the way
-//! Twilio does, in status codes and error bodies, and deduplicates by the
-//! `Idempotency-Key` header.
+//! Twilio does, in status codes and error bodies. [`StandInTwilio::start`]
+//! deduplicates by the `Idempotency-Key` header, as a deduplicating proxy
+//! would; [`StandInTwilio::start_ignoring_keys`] ignores it, as Twilio does.
 // Shared with the tests, which use only some of it.
 #![allow(dead_code)]
 
@@ -38,6 +39,9 @@ pub struct Faults {
     /// The next `n` requests that create a message lose the answer: the
     /// message is stored, then the connection drops halfway through the body.
     pub drop_after_accept: u32,
+    /// The next `n` requests that create a message answer 500 after storing
+    /// it, as a server that fails after doing the work.
+    pub fail_after_accept: u32,
 }
 
 /// What the stand-in saw, for the summary and the tests.
@@ -66,6 +70,8 @@ struct Account {
 struct Shared {
     accounts: Mutex<HashMap<String, Account>>,
     next_sid: Mutex<u64>,
+    /// Answer a repeated idempotency key with the message it created.
+    honour_keys: bool,
 }
 
 /// The running stand-in server.
@@ -77,9 +83,23 @@ pub struct StandInTwilio {
 }
 
 impl StandInTwilio {
-    /// Serves on an ephemeral port on 127.0.0.1.
+    /// Serves on an ephemeral port on 127.0.0.1, deduplicating by
+    /// idempotency key.
     pub async fn start() -> std::io::Result<Self> {
-        let shared = Arc::new(Shared::default());
+        Self::serve(true).await
+    }
+
+    /// Serves like Twilio's Messages API: every accepted request creates a
+    /// message, whatever its idempotency key.
+    pub async fn start_ignoring_keys() -> std::io::Result<Self> {
+        Self::serve(false).await
+    }
+
+    async fn serve(honour_keys: bool) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            honour_keys,
+            ..Shared::default()
+        });
         let app = Router::new()
             .route(
                 "/2010-04-01/Accounts/{account_sid}/Messages.json",
@@ -240,7 +260,11 @@ async fn create_message(
         .get(IDEMPOTENCY_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Some(sid) = key.as_ref().and_then(|k| account.by_key.get(k)) {
+    let replay = key
+        .as_ref()
+        .filter(|_| shared.honour_keys)
+        .and_then(|k| account.by_key.get(k));
+    if let Some(sid) = replay {
         let sid = sid.clone();
         account.stats.replays += 1;
         let mut response = message_response(&sid, to);
@@ -276,6 +300,14 @@ async fn create_message(
             Body::from_stream(futures::stream::iter(chunks)),
         )
             .into_response();
+    }
+    if account.faults.fail_after_accept > 0 {
+        account.faults.fail_after_accept -= 1;
+        return twilio_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            20500,
+            "Internal Server Error",
+        );
     }
     message_response(&sid, to)
 }
