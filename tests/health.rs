@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use safecall::health::{
-    BreakerCheck, Check, CheckError, HealthChecks, HealthReport, HealthStatus, Outcome,
+    BreakerCheck, Check, CheckError, CheckOutcome, HealthChecks, HealthReport, HealthStatus,
 };
 use safecall::{BreakerSnapshot, BreakerState};
 use tokio::time::{Instant, sleep};
@@ -32,7 +32,7 @@ fn closed(key: &str) -> BreakerSnapshot<String> {
 
 fn healthy(name: &'static str) -> Check {
     Check::non_critical(name, move || async move {
-        Ok(Outcome::healthy(format!("{name} ok")))
+        Ok(CheckOutcome::healthy(format!("{name} ok")))
     })
 }
 
@@ -120,7 +120,7 @@ async fn one_critical_down_is_critical() {
 #[tokio::test(start_paused = true)]
 async fn critical_check_that_is_only_degraded_degrades_the_service() {
     let check = Check::critical("Database", || async {
-        Ok(Outcome::degraded("replica lagging 40 s").recommend("Check the replica"))
+        Ok(CheckOutcome::degraded("replica lagging 40 s").recommend("Check the replica"))
     });
     let report = run([check]).await;
     assert_eq!(report.status, HealthStatus::Degraded);
@@ -150,7 +150,7 @@ async fn question_mark_turns_a_str_into_a_check_error() {
     let check = Check::non_critical("Cache", || async {
         let reachable: Result<(), ()> = Err(());
         reachable.map_err(|()| "cache unreachable")?;
-        Ok(Outcome::healthy("cache ok"))
+        Ok(CheckOutcome::healthy("cache ok"))
     });
     let report = run([check]).await;
     assert_eq!(report.integrations[0].message, "cache unreachable");
@@ -201,7 +201,7 @@ async fn checks_run_concurrently() {
     let slow = |name: &'static str, secs: u64| {
         Check::non_critical(name, move || async move {
             sleep(Duration::from_secs(secs)).await;
-            Ok(Outcome::healthy("ok"))
+            Ok(CheckOutcome::healthy("ok"))
         })
         .timeout(Duration::from_secs(10))
     };
@@ -226,7 +226,7 @@ async fn panicking_check_becomes_an_entry() {
     });
     let in_closure = Check::non_critical(
         "Panics when called",
-        || -> std::future::Ready<Result<Outcome, CheckError>> { panic!("boom") },
+        || -> std::future::Ready<Result<CheckOutcome, CheckError>> { panic!("boom") },
     );
     let report = run([healthy("A"), in_future, in_closure]).await;
     assert_eq!(
@@ -395,7 +395,7 @@ fn counted(runs: &Arc<AtomicU32>, work: Duration) -> Check {
         let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
         async move {
             sleep(work).await;
-            Ok(Outcome::healthy(format!("run {n}")))
+            Ok(CheckOutcome::healthy(format!("run {n}")))
         }
     })
 }
@@ -495,13 +495,14 @@ fn bad_configs_are_refused() {
 async fn report_serialises_to_the_seed_shape() {
     let checks = HealthChecks::builder()
         .check(Check::critical("Database", || async {
-            Ok(Outcome::healthy("PostgreSQL connection active"))
+            Ok(CheckOutcome::healthy("PostgreSQL connection active"))
         }))
         .check(Check::non_critical("Google Calendar", || async {
-            Ok(Outcome::degraded("No authenticated user or org_id").recommend("Link a calendar"))
+            Ok(CheckOutcome::degraded("No authenticated user or org_id")
+                .recommend("Link a calendar"))
         }))
         .check(Check::non_critical("Twilio", || async {
-            Ok(Outcome::healthy("Twilio credentials configured"))
+            Ok(CheckOutcome::healthy("Twilio credentials configured"))
         }))
         .breakers("Circuit Breakers", || vec![closed("org-46cf")])
         .build()
@@ -527,7 +528,7 @@ async fn report_serialises_to_the_seed_shape() {
 async fn latency_serialises_in_whole_milliseconds() {
     let check = Check::non_critical("Slow", || async {
         sleep(Duration::from_millis(1_250)).await;
-        Ok(Outcome::healthy("ok"))
+        Ok(CheckOutcome::healthy("ok"))
     });
     let report = run([check]).await;
     let json = serde_json::to_value(&report).expect("serialisable");

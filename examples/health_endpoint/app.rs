@@ -14,7 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use rusqlite::{Connection, OpenFlags};
-use safecall::health::{BreakerCheck, Check, CheckError, HealthChecks, Outcome};
+use safecall::health::{BreakerCheck, Check, CheckError, CheckOutcome, HealthChecks};
 use safecall::{BreakerSnapshot, ConfigError};
 use secrecy::SecretString;
 use tokio::time::Instant;
@@ -115,10 +115,10 @@ impl CalendarTokens {
 
     /// Healthy while a token is linked and valid; degraded otherwise (the
     /// service still takes calls, it just cannot book them).
-    pub fn check(&self) -> Result<Outcome, CheckError> {
+    pub fn check(&self) -> Result<CheckOutcome, CheckError> {
         let Some(expires_at) = self.expires_at() else {
             return Ok(
-                Outcome::degraded("No authenticated user or org_id").recommend(
+                CheckOutcome::degraded("No authenticated user or org_id").recommend(
                     "Link a Google Calendar account for this organisation (OAuth consent screen).",
                 ),
             );
@@ -126,7 +126,7 @@ impl CalendarTokens {
         let now = Instant::now();
         if expires_at <= now {
             let ago = now - expires_at;
-            return Ok(Outcome::degraded(format!(
+            return Ok(CheckOutcome::degraded(format!(
                 "Google Calendar token expired {} ago",
                 minutes(ago)
             ))
@@ -134,7 +134,7 @@ impl CalendarTokens {
                 "The token refresher is not renewing it: check the refresh token and the OAuth client's credentials.",
             ));
         }
-        Ok(Outcome::healthy(format!(
+        Ok(CheckOutcome::healthy(format!(
             "Google Calendar token valid for {}",
             minutes(expires_at - now)
         )))
@@ -167,7 +167,7 @@ impl TwilioConfig {
         }
     }
 
-    pub fn check(&self) -> Result<Outcome, CheckError> {
+    pub fn check(&self) -> Result<CheckOutcome, CheckError> {
         let missing: Vec<&str> = [
             ("TWILIO_ACCOUNT_SID", self.account_sid.is_none()),
             ("TWILIO_AUTH_TOKEN", self.auth_token.is_none()),
@@ -193,7 +193,7 @@ impl TwilioConfig {
                     .recommend("Use the Account SID from the Twilio console (it starts with AC)."),
             );
         }
-        Ok(Outcome::healthy("Twilio credentials configured"))
+        Ok(CheckOutcome::healthy("Twilio credentials configured"))
     }
 }
 
@@ -232,7 +232,7 @@ pub fn health_checks(services: Services) -> Result<HealthChecks, ConfigError> {
                 let database = database.clone();
                 async move {
                     database.ping().await?;
-                    Ok(Outcome::healthy("SQLite connection active"))
+                    Ok(CheckOutcome::healthy("SQLite connection active"))
                 }
             })
             .timeout(check_timeout),

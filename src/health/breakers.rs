@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::check::{Check, DEFAULT_CHECK_TIMEOUT, Outcome};
+use super::check::{Check, CheckOutcome, DEFAULT_CHECK_TIMEOUT};
 use super::plain_duration;
 use crate::{BreakerSnapshot, BreakerState, TransitionCause};
 
@@ -139,14 +139,14 @@ pub(crate) fn fold<K: Display>(
     snapshots: &[BreakerSnapshot<K>],
     dependency: Option<&str>,
     max_listed: usize,
-) -> Outcome {
+) -> CheckOutcome {
     let mut tripped: Vec<(String, &BreakerSnapshot<K>)> = snapshots
         .iter()
         .filter(|s| s.state != BreakerState::Closed)
         .map(|s| (s.key.to_string(), s))
         .collect();
     if tripped.is_empty() {
-        return Outcome::healthy("All circuit breakers closed");
+        return CheckOutcome::healthy("All circuit breakers closed");
     }
     tripped.sort_by(|a, b| a.0.cmp(&b.0));
 
@@ -168,7 +168,7 @@ pub(crate) fn fold<K: Display>(
     }
 
     let recommendation = recommend(&tripped, dependency);
-    Outcome::degraded(message).recommend(recommendation)
+    CheckOutcome::degraded(message).recommend(recommendation)
 }
 
 /// One breaker in a few words: "open after 5 consecutive failures, next probe

@@ -12,12 +12,12 @@ use futures_util::future::BoxFuture;
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) type CheckFn =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<Outcome, CheckError>> + Send + Sync>;
+    Arc<dyn Fn() -> BoxFuture<'static, Result<CheckOutcome, CheckError>> + Send + Sync>;
 
 /// A named health check: an async probe of one dependency, with its own timeout
 /// and a criticality.
 ///
-/// The probe is a closure that returns a future of `Result<`[`Outcome`]`,
+/// The probe is a closure that returns a future of `Result<`[`CheckOutcome`]`,
 /// `[`CheckError`]`>`; it is called afresh for every report. Build one with
 /// [`Check::critical`] or [`Check::non_critical`]: the choice is spelled out at
 /// the call site because it decides whether the service answers 503.
@@ -32,7 +32,7 @@ pub(crate) type CheckFn =
 ///   credential): taking every instance out would turn a partial outage into a
 ///   full one.
 ///
-/// A check that answers [`Outcome::degraded`] is degraded whatever its
+/// A check that answers [`CheckOutcome::degraded`] is degraded whatever its
 /// criticality: the dependency works, so the service does too.
 ///
 /// # Default
@@ -43,13 +43,13 @@ pub(crate) type CheckFn =
 ///
 /// ```
 /// use std::time::Duration;
-/// use safecall::health::{Check, CheckError, Outcome};
+/// use safecall::health::{Check, CheckError, CheckOutcome};
 ///
 /// let database = Check::critical("Database", || async {
 ///     // A real service pings its pool here.
 ///     let reachable = true;
 ///     if reachable {
-///         Ok(Outcome::healthy("PostgreSQL connection active"))
+///         Ok(CheckOutcome::healthy("PostgreSQL connection active"))
 ///     } else {
 ///         Err(CheckError::new("cannot reach PostgreSQL")
 ///             .recommend("Check the database host and the service's network access"))
@@ -73,7 +73,7 @@ impl Check {
     pub fn critical<F, Fut>(name: impl Into<String>, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Outcome, CheckError>> + Send + 'static,
+        Fut: Future<Output = Result<CheckOutcome, CheckError>> + Send + 'static,
     {
         Self::new(name.into(), true, check)
     }
@@ -83,7 +83,7 @@ impl Check {
     pub fn non_critical<F, Fut>(name: impl Into<String>, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Outcome, CheckError>> + Send + 'static,
+        Fut: Future<Output = Result<CheckOutcome, CheckError>> + Send + 'static,
     {
         Self::new(name.into(), false, check)
     }
@@ -91,7 +91,7 @@ impl Check {
     fn new<F, Fut>(name: String, critical: bool, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Outcome, CheckError>> + Send + 'static,
+        Fut: Future<Output = Result<CheckOutcome, CheckError>> + Send + 'static,
     {
         Self {
             name,
@@ -140,13 +140,13 @@ impl fmt::Debug for Check {
 /// out of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
-pub struct Outcome {
+pub struct CheckOutcome {
     pub(crate) degraded: bool,
     pub(crate) message: String,
     pub(crate) recommendation: Option<String>,
 }
 
-impl Outcome {
+impl CheckOutcome {
     /// The dependency works ("PostgreSQL connection active").
     pub fn healthy(message: impl Into<String>) -> Self {
         Self {

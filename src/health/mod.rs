@@ -16,8 +16,8 @@
 //!
 //! | the check | non-critical | critical |
 //! | --- | --- | --- |
-//! | answers [`Outcome::healthy`] | healthy | healthy |
-//! | answers [`Outcome::degraded`] | degraded | degraded |
+//! | answers [`CheckOutcome::healthy`] | healthy | healthy |
+//! | answers [`CheckOutcome::degraded`] | degraded | degraded |
 //! | fails ([`CheckError`]), times out or panics | degraded | critical |
 //!
 //! The service is healthy when every integration is, critical when any is,
@@ -68,13 +68,13 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use safecall::health::{Check, CheckError, HealthChecks, HealthStatus, Outcome};
+//! use safecall::health::{Check, CheckError, HealthChecks, HealthStatus, CheckOutcome};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), safecall::ConfigError> {
 //! let checks = HealthChecks::builder()
 //!     .check(Check::critical("Database", || async {
-//!         Ok(Outcome::healthy("PostgreSQL connection active"))
+//!         Ok(CheckOutcome::healthy("PostgreSQL connection active"))
 //!     }))
 //!     .check(
 //!         Check::non_critical("Google Calendar", || async {
@@ -115,7 +115,13 @@ use futures_util::future::join_all;
 use tokio::time::Instant;
 
 pub use breakers::{BreakerCheck, DEFAULT_MAX_LISTED};
-pub use check::{Check, CheckError, DEFAULT_CHECK_TIMEOUT, Outcome};
+pub use check::{Check, CheckError, CheckOutcome, DEFAULT_CHECK_TIMEOUT};
+
+/// The 0.1 name of [`CheckOutcome`], renamed so that it is not confused with
+/// the breaker's [`Outcome`](crate::Outcome).
+#[doc(hidden)]
+#[deprecated(since = "0.2.0", note = "renamed to `CheckOutcome`")]
+pub type Outcome = CheckOutcome;
 pub use report::{HealthReport, HealthStatus, IntegrationHealth, Summary};
 
 use crate::{BreakerSnapshot, ConfigError};
