@@ -250,7 +250,6 @@ impl BudgetState {
 impl Window {
     /// Dates `pending` calls at the previous reading and moves the window to `now`.
     fn date(&mut self, pending: u64, now: u64) {
-        // (`>` → `>=` is an equivalent mutant: it only adds zero.)
         if pending > 0 {
             let last = self.last_slot;
             if let Some(s) = self.slot_mut(last, now) {
@@ -285,8 +284,8 @@ impl Window {
         let now = self.last_slot;
         self.slots
             .iter()
-            // `<` → `<=` is an equivalent mutant: the slot `BUCKETS` back shares
-            // its array place with the current one, which `date` has reset.
+            // The slot `BUCKETS` back shares its array place with the current
+            // one, which `date` has reset.
             .filter(|s| now.saturating_sub(s.index) < BUCKETS as u64 && s.index <= now)
             .fold((0, 0), |(c, r), s| (c + s.calls, r + s.retries))
     }

@@ -109,8 +109,8 @@ pub(crate) enum ProbeResult {
     Released,
 }
 
-/// Far enough in the future to stand for "never" without overflowing. (Its
-/// exact size does not matter: mutants of the product are equivalent.)
+/// Far enough in the future to stand for "never" without overflowing; its
+/// exact size does not matter.
 const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn add(now: Instant, d: Duration) -> Instant {
@@ -188,8 +188,7 @@ impl Machine {
 
     /// The machine's part (low 32 bits) of the state word the fast paths read.
     pub(crate) fn word(&self, now: Instant) -> u64 {
-        // The generation and the phase do not overlap (`|` → `^` is an
-        // equivalent mutant).
+        // The generation and the phase occupy separate bits.
         let mut w = (u64::from(self.generation) << GEN_SHIFT) | self.phase.bits();
         if self.forced {
             w |= FORCED;
@@ -218,8 +217,8 @@ impl Machine {
     pub(crate) fn state_at(&self, now: Instant) -> BreakerState {
         let cooling = self.cooldown_until.is_some_and(|c| now < c);
         match self.phase {
-            // Redundant with a forced breaker's far `open_until`, kept for
-            // clarity (a mutant dropping the guard is equivalent).
+            // Redundant with a forced breaker's far `open_until`, kept so
+            // that "forced means open" does not depend on that constant.
             Phase::Open if self.forced => BreakerState::Open,
             Phase::Open if now >= self.open_until && !cooling => BreakerState::HalfOpen,
             Phase::Open => BreakerState::Open,
@@ -238,8 +237,8 @@ impl Machine {
             BreakerState::Open => self
                 .refuse_until(now)
                 .map(|u| u.saturating_duration_since(now)),
-            // (Due but not yet moved, the machine holds no probe, so the guard
-            // changes nothing: an equivalent mutant.)
+            // Due but not yet moved, the machine holds no probe: only a
+            // breaker already half-open can have its slots full.
             BreakerState::HalfOpen if self.phase == Phase::HalfOpen => {
                 (self.probes_in_flight(now) >= s.half_open_probes).then(|| self.lease_wait(now))
             }
@@ -257,8 +256,8 @@ impl Machine {
         } else if self.phase == Phase::Open {
             RefusalCause::Open
         } else if self.cooldown_until.is_some_and(|u| now < u) {
-            // (Callers ask only while calls are refused, never at the instant
-            // a cool-down ends, so `<` → `<=` is an equivalent mutant.)
+            // Callers ask only while calls are refused, so a cool-down
+            // that is still running is the refusal's cause.
             RefusalCause::CoolingDown
         } else {
             RefusalCause::ProbesBusy
@@ -371,7 +370,8 @@ impl Machine {
                 cause: RefusalCause::ProbesBusy,
             };
         }
-        // Reserving once is only a saving (`==` → `!=` is an equivalent mutant).
+        // Reserve the probe slots once, on the first probe: no reallocation
+        // under the lock afterwards.
         if self.probes.capacity() == 0 {
             self.probes.reserve_exact(s.half_open_probes as usize);
         }

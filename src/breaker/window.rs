@@ -68,8 +68,8 @@ pub(crate) struct WindowStats {
 impl WindowStats {
     /// Whether these counts trip a rule of `ratio` with `minimum_calls`.
     pub(crate) fn trips(self, ratio: f64, minimum_calls: u32) -> bool {
-        // (`minimum_calls` is at least 1, so `calls > 0` only guards the
-        // division in spirit: its mutants are equivalent.)
+        // `minimum_calls` is at least 1; `calls > 0` states the guard the
+        // ratio needs rather than relying on that.
         self.calls >= minimum_calls
             && self.calls > 0
             && f64::from(self.failures) >= ratio * f64::from(self.calls)
@@ -170,7 +170,6 @@ impl Window {
         match self {
             Window::None => false,
             Window::Time(w) => w.may_hold_failures(at),
-            // (`>=` would only sum the window needlessly: an equivalent mutant.)
             Window::Count(w) => w.may_hold_failures(),
         }
     }
@@ -193,7 +192,7 @@ pub(crate) struct TimeWindow {
 }
 
 fn pack(epoch: u64, failures: u64, calls: u64) -> u64 {
-    // The fields do not overlap (`|` → `^` mutants are equivalent).
+    // The fields occupy separate bits.
     (epoch << (2 * FIELD_BITS)) | (failures << FIELD_BITS) | calls
 }
 
@@ -244,15 +243,14 @@ impl TimeWindow {
         let from = previous.saturating_sub(1).min(at);
         let span = at - from;
         let (first_idx, last_idx) = (from / self.width, at / self.width);
-        // One bucket: all of them go there (with `&&` the loop below does the
-        // same for a single bucket: an equivalent mutant).
+        // One bucket: all of them go there, without the proportional split.
         if span == 0 || first_idx == last_idx {
             self.add(at, 0, pending);
             return;
         }
         let n = self.buckets.len() as u64;
-        // (Starting a bucket or two earlier is an equivalent mutant: those
-        // buckets share their slots with newer ones, written after them.)
+        // Buckets older than the window are skipped: they share their slots
+        // with newer ones.
         let oldest = first_idx.max(last_idx.saturating_sub(n - 1));
         // How many of the pending successes fell before time `x`, if they
         // arrived evenly; the shares of consecutive buckets add up exactly.
@@ -272,7 +270,6 @@ impl TimeWindow {
             } else {
                 before(hi) - before(lo)
             };
-            // (`>=` only adds zero: an equivalent mutant.)
             if share > 0 {
                 self.add(lo, 0, share);
             }
@@ -289,11 +286,8 @@ impl TimeWindow {
     #[inline]
     fn may_hold_failures(&self, at: u64) -> bool {
         let last = self.last_failure.load(Ordering::Relaxed);
-        // A failure at `last - 1` is in the window until its bucket leaves,
-        // at most `(n + 1) * width` later.
-        // A failure stays in the window at most `n × width - 1` after it; one
-        // bucket more is a margin that only costs clock reads (mutants that
-        // shrink it by a bucket or shift it by a nanosecond are equivalent).
+        // A failure at `last - 1` stays in the window at most `n × width - 1`
+        // after it; one bucket more is a margin that only costs clock reads.
         let span = self.width.saturating_mul(self.buckets.len() as u64 + 1);
         last != 0 && at.saturating_sub(last - 1) < span
     }
@@ -320,9 +314,8 @@ impl TimeWindow {
             let (e, mut f, mut c) = unpack(cur);
             if e != epoch {
                 let ahead = e.wrapping_sub(epoch) & EPOCH_MASK;
-                // (Exactly half the epoch space ahead means a recorder whose
-                // clock reading is 2^23 windows old, years: `<` → `<=` is an
-                // equivalent mutant.)
+                // Epochs wrap: "ahead" is less than half the epoch space
+                // (2^23 windows, years).
                 if ahead != 0 && ahead < (1 << (EPOCH_BITS - 1)) {
                     // The bucket already holds a newer epoch: this outcome's
                     // time has left the window (a recorder that read the clock
