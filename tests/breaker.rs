@@ -7,7 +7,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use safecall::{
-    Breaker, BreakerConfig, BreakerMode, BreakerState, Outcome, Transition, TransitionCause,
+    Breaker, BreakerConfig, BreakerMode, BreakerState, Outcome, RefusalCause, Transition,
+    TransitionCause,
 };
 use tokio::time::advance;
 
@@ -779,4 +780,62 @@ async fn a_success_can_be_the_call_that_brings_a_count_window_to_its_minimum() {
     );
     b.try_acquire().unwrap().record(Outcome::Success);
     assert_eq!(b.state(), BreakerState::Open, "2 failures of 4 calls");
+}
+
+/// DESIGN.md, "Rate-limit-aware breakers": a hint longer than `max_cooldown`
+/// cools the key that long, and the next call after it is a probe that learns
+/// the provider's current answer (the backlog does not rush in).
+#[tokio::test(start_paused = true)]
+async fn after_a_cut_short_cool_down_the_next_call_is_a_probe() {
+    let b = Breaker::new(BreakerConfig::default().max_cooldown(60 * S));
+    b.try_acquire()
+        .unwrap()
+        .record(Outcome::RetryAfter(86_400 * S));
+    let refused = b.try_acquire().unwrap_err();
+    assert_eq!(
+        (refused.retry_in(), refused.cause()),
+        (60 * S, RefusalCause::CoolingDown)
+    );
+    assert_eq!(b.state(), BreakerState::Open);
+    advance(60 * S).await;
+    assert_eq!(b.state(), BreakerState::HalfOpen, "the next call probes");
+    let probe = b.try_acquire().unwrap();
+    assert!(probe.is_probe());
+    let busy = b.try_acquire().unwrap_err();
+    assert_eq!(busy.cause(), RefusalCause::ProbesBusy);
+    probe.record(Outcome::Success);
+    assert_eq!(b.state(), BreakerState::Closed);
+    assert!(!b.try_acquire().unwrap().is_probe());
+
+    // The probe hears the hint again: another bounded cool-down, another probe.
+    b.try_acquire()
+        .unwrap()
+        .record(Outcome::RetryAfter(86_400 * S));
+    advance(60 * S).await;
+    let probe = b.try_acquire().unwrap();
+    assert!(probe.is_probe());
+    probe.record(Outcome::RetryAfter(86_400 * S));
+    assert_eq!(
+        b.try_acquire().unwrap_err().cause(),
+        RefusalCause::CoolingDown
+    );
+    advance(60 * S).await;
+    let probe = b.try_acquire().unwrap();
+    assert!(probe.is_probe());
+    // A failed probe opens it for the open duration, as any probe would.
+    probe.record(Outcome::Failure);
+    assert_eq!(b.try_acquire().unwrap_err().cause(), RefusalCause::Open);
+}
+
+/// A hint within `max_cooldown` is honoured as given: when it has passed,
+/// calls go through as before (the server said when).
+#[tokio::test(start_paused = true)]
+async fn after_a_full_cool_down_calls_go_through_without_a_probe() {
+    let b = Breaker::new(BreakerConfig::default().max_cooldown(60 * S));
+    b.try_acquire().unwrap().record(Outcome::RetryAfter(10 * S));
+    advance(10 * S).await;
+    assert_eq!(b.state(), BreakerState::Closed);
+    let a = b.try_acquire().unwrap();
+    let c = b.try_acquire().unwrap();
+    assert!(!a.is_probe() && !c.is_probe());
 }

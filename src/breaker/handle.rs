@@ -450,7 +450,7 @@ impl Breaker {
         let ext = core.ext(now);
         {
             let mut m = lock(&ext.machine);
-            m.cool_down(until);
+            m.cool_down(until, hint > d);
             core.publish(ext, &m, now);
         }
         tracing::debug!(

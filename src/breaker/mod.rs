@@ -155,6 +155,10 @@ pub enum TransitionCause {
     Forced,
     /// → Closed by [`Breaker::reset`].
     Reset,
+    /// Closed → HalfOpen: a cool-down cut short by
+    /// [`max_cooldown`](BreakerConfig::max_cooldown) ended; the next call is a
+    /// probe that learns the provider's current answer.
+    CooldownEnded,
 }
 
 impl fmt::Display for TransitionCause {
@@ -167,6 +171,7 @@ impl fmt::Display for TransitionCause {
             TransitionCause::ProbesSucceeded => "probes succeeded",
             TransitionCause::Forced => "forced open by hand",
             TransitionCause::Reset => "reset by hand",
+            TransitionCause::CooldownEnded => "a cool-down cut short by max_cooldown ended",
         })
     }
 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::breaker::config::Settings;
 use crate::breaker::state::{
     COOLING, FLAGS_MASK, FORCED, GEN_MASK, GEN_SHIFT, MACHINE_BITS, Machine, OPEN_BITS, PHASE_MASK,
-    Phase,
+    PROBE_NEXT, Phase,
 };
 use crate::breaker::window::Window;
 use crate::breaker::{BreakerMode, BreakerSnapshot, BreakerState, RefusalCause};
@@ -262,6 +262,7 @@ impl Core {
             _ if refusing => BreakerState::Open,
             OPEN_BITS => BreakerState::HalfOpen,
             p if p == Phase::HalfOpen.bits() => BreakerState::HalfOpen,
+            _ if w & PROBE_NEXT != 0 => BreakerState::HalfOpen,
             _ => BreakerState::Closed,
         }
     }

@@ -65,6 +65,8 @@ pub(crate) const MACHINE_BITS: u64 = 0xFFFF_FFFF;
 pub(crate) const OPEN_BITS: u64 = 1;
 pub(crate) const FORCED: u64 = 1 << 2;
 pub(crate) const COOLING: u64 = 1 << 3;
+/// A cool-down cut short by `max_cooldown`: the next call after it is a probe.
+pub(crate) const PROBE_NEXT: u64 = 1 << 4;
 /// The word of a closed breaker with nothing pending, generation aside.
 pub(crate) const FLAGS_MASK: u64 = 0xFF;
 
@@ -134,6 +136,9 @@ pub(crate) struct Machine {
     next_ticket: u32,
     probe_successes: u32,
     cooldown_until: Option<Instant>,
+    /// The cool-down was cut short by `max_cooldown` while closed: the
+    /// provider's answer after it is unknown, so the next call is a probe.
+    probe_next: bool,
     tripped_by: Option<TransitionCause>,
 }
 
@@ -150,6 +155,7 @@ impl Machine {
             next_ticket: 0,
             probe_successes: 0,
             cooldown_until: None,
+            probe_next: false,
             tripped_by: None,
         }
     }
@@ -162,6 +168,7 @@ impl Machine {
             && !self.forced
             && self.tripped_by.is_none()
             && self.cooldown_until.is_none_or(|c| c <= now)
+            && !self.probe_next
     }
 
     pub(crate) fn generation(&self) -> u32 {
@@ -196,6 +203,9 @@ impl Machine {
         if self.cooldown_until.is_some_and(|c| c > now) {
             w |= COOLING;
         }
+        if self.probe_next {
+            w |= PROBE_NEXT;
+        }
         w
     }
 
@@ -223,6 +233,7 @@ impl Machine {
             Phase::Open if now >= self.open_until && !cooling => BreakerState::HalfOpen,
             Phase::Open => BreakerState::Open,
             _ if cooling => BreakerState::Open,
+            Phase::Closed if self.probe_next => BreakerState::HalfOpen,
             Phase::Closed => BreakerState::Closed,
             Phase::HalfOpen => BreakerState::HalfOpen,
         }
@@ -278,6 +289,7 @@ impl Machine {
         self.generation = self.generation.wrapping_add(1) & GEN_MASK;
         self.probes.clear();
         self.probe_successes = 0;
+        self.probe_next = false;
         Change {
             from,
             to: to.state(),
@@ -333,6 +345,11 @@ impl Machine {
             self.cooldown_until = None;
         }
         match self.phase {
+            Phase::Closed if self.probe_next => {
+                self.probe_next = false;
+                let change = self.change(Phase::HalfOpen, TransitionCause::CooldownEnded);
+                (self.admit_probe(s, now), Some(change))
+            }
             Phase::Closed => (
                 Admission::Plain {
                     generation: self.generation,
@@ -443,9 +460,14 @@ impl Machine {
     }
 
     /// Refuse calls until `until` (a server's retry-after hint). Not a
-    /// transition: the generation is kept.
-    pub(crate) fn cool_down(&mut self, until: Instant) {
+    /// transition: the generation is kept. `cut_short` when the hint was
+    /// longer than `max_cooldown`: a closed breaker then admits its next call
+    /// after the cool-down as a probe (half-open), not the whole backlog.
+    pub(crate) fn cool_down(&mut self, until: Instant, cut_short: bool) {
         self.cooldown_until = Some(self.cooldown_until.map_or(until, |c| c.max(until)));
+        if cut_short && self.phase == Phase::Closed {
+            self.probe_next = true;
+        }
     }
 
     /// Open by hand until [`reset`](Self::reset).
@@ -520,7 +542,7 @@ mod tests {
         assert_eq!(forced.generation(), 2);
 
         let mut cooling = Machine::new(t0, 0);
-        cooling.cool_down(t0 + 5 * S);
+        cooling.cool_down(t0 + 5 * S, false);
         assert!(!cooling.is_pristine(t0 + 4 * S));
         assert!(cooling.is_pristine(t0 + 5 * S), "the cool-down is over");
 
@@ -560,7 +582,7 @@ mod tests {
         assert_eq!(m.probes_in_flight(t0 + 40 * S), 0, "the lease has run out");
 
         let mut cooling = Machine::new(t0, 0);
-        cooling.cool_down(t0 + 5 * S);
+        cooling.cool_down(t0 + 5 * S, false);
         assert_ne!(cooling.word(t0 + 4 * S) & COOLING, 0);
         assert_eq!(cooling.word(t0 + 5 * S) & COOLING, 0);
     }
@@ -600,7 +622,7 @@ mod tests {
         let s = settings(BreakerConfig::default().open_duration(30 * S));
         let t0 = Instant::now();
         let mut m = opened(&s, t0);
-        m.cool_down(t0 + 5 * S);
+        m.cool_down(t0 + 5 * S, false);
         assert_eq!(
             m.acquire(&s, t0 + S).0,
             Admission::Reject {
@@ -611,7 +633,7 @@ mod tests {
         // Forced and cooling: the cool-down's own end.
         let mut f = Machine::new(t0, 0);
         let _ = f.force_open(t0);
-        f.cool_down(t0 + 5 * S);
+        f.cool_down(t0 + 5 * S, false);
         assert_eq!(
             f.acquire(&s, t0 + S).0,
             Admission::Reject {
@@ -621,7 +643,7 @@ mod tests {
         );
         // A closed breaker cooling down reports open until exactly its end.
         let mut c = Machine::new(t0, 0);
-        c.cool_down(t0 + 5 * S);
+        c.cool_down(t0 + 5 * S, false);
         assert_eq!(c.state_at(t0 + 4 * S), BreakerState::Open);
         assert_eq!(c.state_at(t0 + 5 * S), BreakerState::Closed);
         assert_eq!(c.refuse_until(t0 + 4 * S), Some(t0 + 5 * S));
@@ -872,7 +894,7 @@ mod tests {
         let s = settings(BreakerConfig::default());
         let t0 = Instant::now();
         let mut m = Machine::new(t0, 0);
-        m.cool_down(t0 + 7 * S);
+        m.cool_down(t0 + 7 * S, false);
         assert_eq!(m.generation(), 0);
         assert_eq!(m.state_at(t0), BreakerState::Open);
         assert_eq!(
