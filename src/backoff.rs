@@ -174,19 +174,44 @@ impl Backoff {
         self
     }
 
-    /// The base delay.
+    /// The base delay: the first retry's delay before jitter.
     #[must_use]
     pub fn base(&self) -> Duration {
         self.base
     }
 
+    /// The growth factor, as set by [`factor`](Backoff::factor).
+    ///
+    /// The getters of the settings with a builder method take a `get_` prefix,
+    /// as [`std::process::Command::get_program`] does: the builder method owns the
+    /// plain name.
+    #[must_use]
+    pub fn get_factor(&self) -> f64 {
+        self.factor
+    }
+
+    /// The cap on every delay, jitter included, as set by
+    /// [`max_delay`](Backoff::max_delay).
+    #[must_use]
+    pub fn get_max_delay(&self) -> Duration {
+        self.max_delay
+    }
+
+    /// The jitter kind, as set by [`jitter`](Backoff::jitter).
+    #[must_use]
+    pub fn get_jitter(&self) -> Jitter {
+        self.jitter
+    }
+
     /// The cap on every delay.
+    #[deprecated(since = "0.2.0", note = "use `get_max_delay`")]
     #[must_use]
     pub fn cap(&self) -> Duration {
         self.max_delay
     }
 
     /// The jitter kind.
+    #[deprecated(since = "0.2.0", note = "use `get_jitter`")]
     #[must_use]
     pub fn jitter_kind(&self) -> Jitter {
         self.jitter
@@ -521,13 +546,26 @@ mod tests {
 
     #[test]
     fn accessors_report_the_configuration() {
-        let b = Backoff::linear(MS(5)).max_delay(S(9)).jitter(Jitter::Equal);
+        let b = Backoff::linear(MS(5))
+            .factor(3.0)
+            .max_delay(S(9))
+            .jitter(Jitter::Equal);
         assert_eq!(
-            (b.base(), b.cap(), b.jitter_kind()),
-            (MS(5), S(9), Jitter::Equal)
+            (b.base(), b.get_factor(), b.get_max_delay(), b.get_jitter()),
+            (MS(5), 3.0, S(9), Jitter::Equal)
         );
-        assert_eq!(Backoff::constant(MS(1)).jitter_kind(), Jitter::None);
+        assert_eq!(Backoff::constant(MS(1)).get_jitter(), Jitter::None);
         assert_eq!(Backoff::default(), Backoff::exponential(S(1)));
+        assert_eq!(Backoff::default().get_factor(), 2.0);
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn deprecated_getters_still_answer() {
+        let b = Backoff::exponential(MS(5))
+            .max_delay(S(9))
+            .jitter(Jitter::Equal);
+        assert_eq!((b.cap(), b.jitter_kind()), (S(9), Jitter::Equal));
     }
 
     #[test]

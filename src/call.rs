@@ -220,7 +220,7 @@ fn decide(
     }
     // No random draw when nothing is jittered (skipping it is only a saving:
     // `||` → `&&` is an equivalent mutant).
-    let random = if s.backoff.jitter_kind() == Jitter::None || s.backoff.is_zero() {
+    let random = if s.backoff.get_jitter() == Jitter::None || s.backoff.is_zero() {
         0
     } else {
         s.random()

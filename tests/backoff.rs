@@ -42,7 +42,7 @@ proptest! {
     fn every_delay_is_within_zero_and_max_delay(b in schedule(), seed: u64, skip in 0usize..200) {
         prop_assert!(b.validate().is_ok());
         for d in b.delays(seed).skip(skip).take(50) {
-            prop_assert!(d <= b.cap(), "{d:?} > {:?}", b.cap());
+            prop_assert!(d <= b.get_max_delay(), "{d:?} > {:?}", b.get_max_delay());
         }
     }
 
@@ -71,7 +71,7 @@ proptest! {
         let mut previous = b.base();
         for d in b.delays(seed).take(60) {
             prop_assert!(d >= b.base());
-            prop_assert!(d <= b.cap());
+            prop_assert!(d <= b.get_max_delay());
             // Rounding to whole nanoseconds may add at most one.
             prop_assert!(d <= previous * 3 + Duration::from_nanos(1));
             previous = d;
@@ -80,7 +80,7 @@ proptest! {
 
     #[test]
     fn no_overflow_or_panic_at_any_attempt(b in schedule(), k: u32) {
-        prop_assert!(b.scheduled_delay(k) <= b.cap());
+        prop_assert!(b.scheduled_delay(k) <= b.get_max_delay());
     }
 
     #[test]
@@ -93,7 +93,7 @@ proptest! {
             .jitter(j);
         if b.validate().is_ok() {
             for d in b.delays(1).take(100) {
-                prop_assert!(d <= b.cap());
+                prop_assert!(d <= b.get_max_delay());
             }
         }
     }
