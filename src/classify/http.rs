@@ -27,12 +27,13 @@ const LONG_DAYS: [&str; 7] = [
 /// Classifies an HTTP response status, with the server's `Retry-After` hint if any.
 ///
 /// `retry_after` is the parsed `Retry-After` header ([`parse_retry_after`]); it is
-/// used for 429 and 503 only, and ignored for every other status.
+/// used for 429, 503 and 413 only, and ignored for every other status.
 ///
 /// | status | class | why |
 /// | --- | --- | --- |
 /// | 429, 503 with a hint | `RetryAfter(hint)` | the server said when to come back |
 /// | 429, 503 without a hint | `Transient` | rate limited or overloaded: back off and retry |
+/// | 413 with a hint | `RetryAfter(hint)` | RFC 9110 §15.5.14: a `Retry-After` says the condition is temporary and when to try again |
 /// | 408 Request Timeout | `Transient` | the server tired of waiting for the request; a new attempt may be quicker |
 /// | 421 Misdirected Request | `Transient` | RFC 9110 §15.5.20 lets the client retry on another connection |
 /// | 425 Too Early | `Transient` | retry once the handshake is complete (RFC 8470) |
@@ -42,14 +43,14 @@ const LONG_DAYS: [&str; 7] = [
 /// | 402 | `Permanent` | the account needs paying: every call of that tenant fails until it is fixed |
 /// | 501, 505 | `Permanent` | the server cannot do this at all (method or HTTP version) |
 /// | 511 | `Permanent` | network authentication is required (a captive portal) |
-/// | 400, 404, 405, 409, 410, 411, 413, 414, 415, 422 and other 4xx | `CallerFault` | the request was wrong; the service is fine |
+/// | 400, 404, 405, 409, 410, 411, 413 without a hint, 414, 415, 422 and other 4xx | `CallerFault` | the request was wrong; the service is fine |
 /// | 100–399 | `CallerFault` | not an error: the service answered, so it must not trip the breaker; asking again gets the same answer |
 /// | below 100, above 599 | `Transient` | not a valid status; RFC 9110 §15 says to treat it as a 5xx |
 ///
 /// A 409 Conflict is the caller's fault by default: the request clashes with the
 /// resource's state and will clash again. An API that answers 409 to a lost
 /// optimistic-concurrency race means "try again": match on 409 before calling this
-/// function (see the example). The same goes for a 413 sent with `Retry-After`.
+/// function (see the example).
 ///
 /// # Examples
 ///
@@ -95,6 +96,9 @@ const LONG_DAYS: [&str; 7] = [
 pub fn classify_http_status(status: u16, retry_after: Option<Duration>) -> ErrorClass {
     match status {
         429 | 503 => retry_after.map_or(ErrorClass::Transient, ErrorClass::RetryAfter),
+        // Content Too Large is the request's fault unless the server says, with a
+        // Retry-After, that the limit is temporary (RFC 9110 §15.5.14).
+        413 => retry_after.map_or(ErrorClass::CallerFault, ErrorClass::RetryAfter),
         408 | 421 | 425 => ErrorClass::Transient,
         401 | 402 | 403 | 407 => ErrorClass::Permanent,
         400..=499 => ErrorClass::CallerFault,
@@ -566,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn only_429_and_503_use_the_hint() {
+    fn only_429_503_and_413_use_the_hint() {
         let hint = Some(Duration::from_secs(3));
         for status in [429, 503] {
             assert_eq!(classify_http_status(status, None), ErrorClass::Transient);
@@ -580,8 +584,29 @@ mod tests {
             ErrorClass::RetryAfter(Duration::ZERO)
         );
         assert_eq!(classify_http_status(500, hint), ErrorClass::Transient);
-        assert_eq!(classify_http_status(413, hint), ErrorClass::CallerFault);
         assert_eq!(classify_http_status(401, hint), ErrorClass::Permanent);
+        assert_eq!(classify_http_status(400, hint), ErrorClass::CallerFault);
+        assert_eq!(classify_http_status(414, hint), ErrorClass::CallerFault);
+    }
+
+    #[test]
+    fn a_413_with_retry_after_is_temporary() {
+        // RFC 9110 §15.5.14: "If the condition is temporary, the server SHOULD
+        // generate a Retry-After header field".
+        let hint = parse_retry_after_at("120", at(RFC_EXAMPLE));
+        assert_eq!(
+            classify_http_status(413, hint),
+            ErrorClass::RetryAfter(Duration::from_secs(120))
+        );
+        let date = parse_retry_after_at("Sun, 06 Nov 1994 08:49:37 GMT", at(RFC_EXAMPLE - 5));
+        assert_eq!(
+            classify_http_status(413, date),
+            ErrorClass::RetryAfter(Duration::from_secs(5))
+        );
+        // Without the hint, or with one that does not parse, the request was too big.
+        assert_eq!(classify_http_status(413, None), ErrorClass::CallerFault);
+        let garbage = parse_retry_after_at("later", at(RFC_EXAMPLE));
+        assert_eq!(classify_http_status(413, garbage), ErrorClass::CallerFault);
     }
 
     #[test]
