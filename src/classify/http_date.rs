@@ -142,9 +142,55 @@ pub(super) fn ascii_digit(byte: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::classify::parse_retry_after_at;
     use crate::classify::test_dates::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_httpdate_crates_vectors() {
+        // The vectors of the `httpdate` crate's tests, read from the epoch: the
+        // RFC's example in all three formats, a 2016 date, and a walk through
+        // 1970-1999 by hours, days, months and years.
+        let from_epoch = at(0);
+        for (value, unix) in [
+            ("Sun, 06 Nov 1994 08:49:37 GMT", RFC_EXAMPLE),
+            ("Sunday, 06-Nov-94 08:49:37 GMT", RFC_EXAMPLE),
+            ("Sun Nov  6 08:49:37 1994", RFC_EXAMPLE),
+            ("Sun, 02 Oct 2016 14:44:11 GMT", 1_475_419_451),
+            ("Thu, 01 Jan 1970 00:00:00 GMT", 0),
+            ("Thu, 01 Jan 1970 01:00:00 GMT", 3_600),
+            ("Fri, 02 Jan 1970 01:00:00 GMT", 90_000),
+            ("Sun, 01 Feb 1970 01:00:00 GMT", 2_682_000),
+            ("Tue, 03 Mar 1970 01:00:00 GMT", 5_274_000),
+            ("Wed, 03 Mar 1971 01:00:05 GMT", 36_810_005),
+            ("Mon, 30 Aug 1971 01:00:05 GMT", 52_362_005),
+            ("Mon, 08 Nov 1971 01:00:05 GMT", 58_410_005),
+            ("Fri, 26 Mar 1999 01:00:05 GMT", 922_410_005),
+        ] {
+            let expected = u64::try_from(unix).ok();
+            assert_eq!(
+                parse_retry_after_at(value, from_epoch),
+                expected.map(Duration::from_secs),
+                "{value}"
+            );
+        }
+        // Its malformed ones: a bad separator in the time, and no 29 Feb 1900.
+        for value in [
+            "Sun Nov 10 08*00:00 2000",
+            "Sunday, 06-Nov-94 08+49:37 GMT",
+            "Thu, 29 Feb 1900 00:00:00 GMT",
+        ] {
+            assert_eq!(parse_retry_after_at(value, from_epoch), None, "{value}");
+        }
+        // `httpdate` refuses years before 1970 (it returns a `SystemTime`);
+        // a Retry-After date that far back is simply in the past: no wait.
+        assert_eq!(
+            parse_retry_after_at("Sun Nov 10 08:00:00 1000", from_epoch),
+            secs(0)
+        );
+    }
 
     #[test]
     fn rfc_examples_in_all_three_formats() {

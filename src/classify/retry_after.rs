@@ -143,6 +143,27 @@ mod tests {
     }
 
     #[test]
+    fn negative_garbage_and_past_values() {
+        let now = at(RFC_EXAMPLE);
+        // Negative, fractional or otherwise non-numeric delays give no hint.
+        for value in [
+            "-1", "-0", "-120", "+5", "1.0", "120.", " - 1", "1_000", "∞", "NaN",
+        ] {
+            assert_eq!(parse_retry_after_at(value, now), None, "{value:?}");
+        }
+        // A date in the past (or now) is a hint to retry at once, not no hint.
+        for value in [
+            "Sun, 06 Nov 1994 08:49:36 GMT",
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Thu, 01 Jan 1970 00:00:00 GMT",
+            "Sunday, 06-Nov-94 08:49:36 GMT",
+            "Sun Nov  6 08:49:36 1994",
+        ] {
+            assert_eq!(parse_retry_after_at(value, now), secs(0), "{value}");
+        }
+    }
+
+    #[test]
     fn sub_second_now_and_now_before_the_epoch() {
         let now = at(RFC_EXAMPLE) - Duration::from_millis(250);
         let value = "Sun, 06 Nov 1994 08:49:37 GMT";
