@@ -380,7 +380,9 @@ fn from_nanos(n: u128) -> Duration {
 /// whole-number factor; for a fractional one, `factor^exp` in `f64` (see
 /// [`powi_rising`]) times the exact base, rounded to the nearest nanosecond.
 fn exponential(base: u128, factor: f64, exp: u32) -> u128 {
-    if base == 0 || exp == 0 {
+    // A factor below 1 or NaN is refused by `validate`; unvalidated, it counts as
+    // 1 (and so does 1 itself, exactly): the schedule stays at the base.
+    if base == 0 || exp == 0 || factor.is_nan() || factor <= 1.0 {
         return base;
     }
     if factor.fract() == 0.0 {
@@ -391,10 +393,6 @@ fn exponential(base: u128, factor: f64, exp: u32) -> u128 {
             .checked_pow(exp)
             .and_then(|power| base.checked_mul(power))
             .unwrap_or(u128::MAX);
-    }
-    if factor.is_nan() || factor < 1.0 {
-        // Not a valid factor (refused by `validate`): stay at the base.
-        return base;
     }
     mul_round(base, powi_rising(factor, exp))
 }
@@ -728,6 +726,21 @@ mod tests {
         assert_eq!(mul_round(1 << 110, 1.5e6), u128::MAX);
         assert_eq!(mul_round(9, f64::INFINITY), u128::MAX);
         assert_eq!(mul_round(0, 1.0e300), 0);
+        // The edges of the two branches: a factor in [2^52, 2^53) (no shift), and
+        // products whose top bit lands exactly on bit 127.
+        assert_eq!(mul_round(3, 2f64.powi(52)), 3 << 52);
+        assert_eq!(mul_round(1, 2f64.powi(127)), 1 << 127);
+        assert_eq!(mul_round(1 << 127, 1.5), 3 << 126);
+    }
+
+    #[test]
+    fn jitter_draws_round_to_the_nearest_nanosecond() {
+        assert_eq!(scale(3, u64::MAX), 3);
+        assert_eq!(scale(3, 0), 0);
+        assert_eq!(scale(3, (1 << 63) - 1), 2); // 1.5 rounds up
+        assert_eq!(scale(3, (1 << 62) - 1), 1); // 0.75
+        assert_eq!(scale(1 << 70, 0), 1 << 6);
+        assert_eq!(scale(u128::MAX, u64::MAX), u128::MAX);
     }
 
     #[test]
@@ -738,9 +751,14 @@ mod tests {
                 .max_delay(Duration::MAX)
                 .jitter(Jitter::None);
             for k in [0, 1, 2, 64, 10_000, u32::MAX] {
-                let _ = b.scheduled_delay(k);
+                let d = b.scheduled_delay(k);
+                if factor.is_nan() || factor < 1.0 {
+                    assert_eq!(d, S(1), "{factor} at {k}: counts as 1");
+                }
             }
         }
+        let zero = Backoff::exponential(Duration::ZERO).max_delay(Duration::MAX);
+        assert_eq!(zero.scheduled_delay(200), Duration::ZERO);
         assert_eq!(
             Backoff::fibonacci(Duration::ZERO).scheduled_delay(u32::MAX),
             Duration::ZERO

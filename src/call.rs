@@ -218,8 +218,7 @@ fn decide(
     if attempts > s.max_retries {
         return Next::GiveUp(ExhaustedReason::RetriesUsedUp);
     }
-    // No random draw when nothing is jittered (skipping it is only a saving:
-    // `||` → `&&` is an equivalent mutant).
+    // No random draw when nothing is jittered (skipping it is only a saving).
     let random = if s.backoff.get_jitter() == Jitter::None || s.backoff.is_zero() {
         0
     } else {

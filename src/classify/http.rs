@@ -84,8 +84,7 @@ pub fn classify_http_status(status: u16, retry_after: Option<Duration>) -> Error
         401 | 402 | 403 | 407 => ErrorClass::Permanent,
         400..=499 => ErrorClass::CallerFault,
         501 | 505 | 511 => ErrorClass::Permanent,
-        // (Listed for the reader: the catch-all below says the same, so a
-        // mutant deleting this arm is equivalent.)
+        // Listed for the reader: the catch-all below says the same.
         500..=599 => ErrorClass::Transient,
         100..=399 => ErrorClass::CallerFault,
         _ => ErrorClass::Transient,
