@@ -278,8 +278,8 @@ impl Backoff {
     ///
     /// # Exactness
     ///
-    /// Delays are whole nanoseconds computed with integers, so they hold for any
-    /// [`Duration`], up to [`Duration::MAX`]:
+    /// Delays are whole nanoseconds computed with saturating integers, for any
+    /// [`Duration`] up to [`Duration::MAX`]:
     ///
     /// - [`constant`](Backoff::constant), [`linear`](Backoff::linear) and
     ///   [`fibonacci`](Backoff::fibonacci) schedules are exact, and so is an
@@ -287,11 +287,14 @@ impl Backoff {
     ///   (2.0, 3.0, ...): `min(max_delay, base × factor^(k-1))` to the nanosecond.
     /// - With a fractional factor (1.5, 1.1, ...), `factor^(k-1)` is computed in
     ///   `f64` from the factor's `f64` value (so `1.1` means the nearest `f64`,
-    ///   1.100000000000000088…), with a relative error below `(k - 1) × 2^-53`;
-    ///   the product with the base is then exact, rounded to the nearest
-    ///   nanosecond. For any factor of at least 1 the schedule never goes below
-    ///   the base, never above `max_delay`, and never decreases from one retry to
-    ///   the next.
+    ///   1.100000000000000088…), with a relative error of at most
+    ///   `(1 + 2^-53)^(k-2) - 1`, about `(k - 2) × 2^-53` (below 10^-14 for the
+    ///   first 90 retries); the product with the exact base is then rounded to
+    ///   the nearest nanosecond. Powers that `f64` holds exactly (1.5^k while
+    ///   3^k < 2^53) give exact delays.
+    ///
+    /// Whatever the factor, a valid schedule never goes below the base, never
+    /// above `max_delay`, and never decreases from one retry to the next.
     ///
     /// # Examples
     ///
@@ -337,7 +340,8 @@ impl Backoff {
     ///
     /// Exact for any [`Duration`]: full jitter is in `[0, d]`, equal jitter in
     /// `[d/2, d]` and decorrelated jitter in `[base, 3 × previous]`, each capped at
-    /// `max_delay`, with `random = 0` and `random = u64::MAX` giving the ends.
+    /// `max_delay`. `random = u64::MAX` gives the high end; `random = 0` the low
+    /// end, give or take `range / 2^64` (nothing below 2^63 ns, 292 years).
     pub(crate) fn delay(&self, retry: u32, previous: Duration, random: u64) -> Duration {
         if self.is_zero() {
             return Duration::ZERO;
@@ -406,8 +410,8 @@ fn exponential(base: u128, factor: f64, exp: u32) -> u128 {
 /// high, starting from 1) is at most the next square, by induction with
 /// `fl(a × p) <= fl(p × p)` for `a <= p` (a rounded product is monotone in each
 /// factor); the higher bits then multiply both by the same squares in the same
-/// order. The relative error is below `exp × 2^-53` (each square doubles the
-/// error of the one before, and the products add them).
+/// order. The relative error is at most `(1 + 2^-53)^(exp-1) - 1`: the rounding
+/// errors of the squares and products compound with total weight `exp - 1`.
 fn powi_rising(factor: f64, mut exp: u32) -> f64 {
     let (mut power, mut square) = (1.0_f64, factor);
     loop {
