@@ -14,6 +14,11 @@
 //! [`max_delay`](Backoff::max_delay): jitter is applied *before* the cap (several
 //! Rust peers add it after, so their delays exceed the cap).
 //!
+//! Delays are whole nanoseconds computed with integers, never rounded through
+//! `f64`, so they are exact for any [`Duration`] up to [`Duration::MAX`]; only an
+//! exponential schedule with a fractional factor computes its multiplier in
+//! floating point ([`Backoff::scheduled_delay`] states the bound).
+//!
 //! | jitter | delay of retry `k` (with `d` = the capped delay of the schedule) |
 //! | --- | --- |
 //! | [`Jitter::None`] | `d` |
@@ -174,19 +179,44 @@ impl Backoff {
         self
     }
 
-    /// The base delay.
+    /// The base delay: the first retry's delay before jitter.
     #[must_use]
     pub fn base(&self) -> Duration {
         self.base
     }
 
+    /// The growth factor, as set by [`factor`](Backoff::factor).
+    ///
+    /// The getters of the settings with a builder method take a `get_` prefix,
+    /// as [`std::process::Command::get_program`] does: the builder method owns the
+    /// plain name.
+    #[must_use]
+    pub fn get_factor(&self) -> f64 {
+        self.factor
+    }
+
+    /// The cap on every delay, jitter included, as set by
+    /// [`max_delay`](Backoff::max_delay).
+    #[must_use]
+    pub fn get_max_delay(&self) -> Duration {
+        self.max_delay
+    }
+
+    /// The jitter kind, as set by [`jitter`](Backoff::jitter).
+    #[must_use]
+    pub fn get_jitter(&self) -> Jitter {
+        self.jitter
+    }
+
     /// The cap on every delay.
+    #[deprecated(since = "0.2.0", note = "use `get_max_delay`")]
     #[must_use]
     pub fn cap(&self) -> Duration {
         self.max_delay
     }
 
     /// The jitter kind.
+    #[deprecated(since = "0.2.0", note = "use `get_jitter`")]
     #[must_use]
     pub fn jitter_kind(&self) -> Jitter {
         self.jitter
@@ -245,90 +275,217 @@ impl Backoff {
 
     /// The delay before retry `retry` (1-based) before jitter, capped at
     /// `max_delay`. Saturates for any `retry`, never overflows.
+    ///
+    /// # Exactness
+    ///
+    /// Delays are whole nanoseconds computed with saturating integers, for any
+    /// [`Duration`] up to [`Duration::MAX`]:
+    ///
+    /// - [`constant`](Backoff::constant), [`linear`](Backoff::linear) and
+    ///   [`fibonacci`](Backoff::fibonacci) schedules are exact, and so is an
+    ///   [`exponential`](Backoff::exponential) one whose factor is a whole number
+    ///   (2.0, 3.0, ...): `min(max_delay, base × factor^(k-1))` to the nanosecond.
+    /// - With a fractional factor (1.5, 1.1, ...), `factor^(k-1)` is computed in
+    ///   `f64` from the factor's `f64` value (so `1.1` means the nearest `f64`,
+    ///   1.100000000000000088…), with a relative error of at most
+    ///   `(1 + 2^-53)^(k-2) - 1`, about `(k - 2) × 2^-53` (below 10^-14 for the
+    ///   first 90 retries); the product with the exact base is then rounded to
+    ///   the nearest nanosecond. Powers that `f64` holds exactly (1.5^k while
+    ///   3^k < 2^53) give exact delays.
+    ///
+    /// Whatever the factor, a valid schedule never goes below the base, never
+    /// above `max_delay`, and never decreases from one retry to the next.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safecall::{Backoff, Jitter};
+    ///
+    /// let long = Duration::from_secs(105 * 86_400) + Duration::from_nanos(1);
+    /// let b = Backoff::linear(long).max_delay(Duration::MAX).jitter(Jitter::None);
+    /// assert_eq!(b.scheduled_delay(2), long * 2);
+    /// assert_eq!(b.scheduled_delay(u32::MAX), long * u32::MAX);
+    /// let doubling = Backoff::exponential(long).max_delay(Duration::MAX).jitter(Jitter::None);
+    /// assert_eq!(doubling.scheduled_delay(64), Duration::MAX);
+    /// ```
     #[must_use]
     pub fn scheduled_delay(&self, retry: u32) -> Duration {
+        from_nanos(self.scheduled_nanos(retry))
+    }
+
+    /// [`scheduled_delay`](Backoff::scheduled_delay) in nanoseconds.
+    fn scheduled_nanos(&self, retry: u32) -> u128 {
         let n = retry.max(1);
-        let cap = nanos(self.max_delay);
-        let base = nanos(self.base);
+        let base = self.base.as_nanos();
         let raw = match self.growth {
             Growth::Constant => base,
-            Growth::Linear => base * f64::from(n),
-            Growth::Exponential => {
-                let exp = i32::try_from(n - 1).unwrap_or(i32::MAX);
-                base * self.factor.powi(exp)
-            }
-            Growth::Fibonacci => base * fibonacci(n),
+            Growth::Linear => base.saturating_mul(u128::from(n)),
+            Growth::Exponential => exponential(base, self.factor, n - 1),
+            Growth::Fibonacci => fibonacci(base, n, self.max_delay.as_nanos()),
         };
-        // Clamp as a Duration too: a cap beyond f64's exact range may round up.
-        from_nanos(raw.min(cap)).min(self.max_delay)
+        raw.min(self.max_delay.as_nanos())
     }
 
     /// Whether every delay of this schedule is zero (a zero base: retry at
     /// once), whatever the growth and the jitter.
     ///
-    /// Only a shortcut (the general path also yields zero for such a
-    /// schedule): mutants of it are equivalent, they change the cost only.
+    /// Only a shortcut: the general path also yields zero for such a schedule.
     pub(crate) fn is_zero(&self) -> bool {
         self.base.is_zero() || self.max_delay.is_zero()
     }
 
     /// The jittered delay before retry `retry` (1-based), given the previous
     /// delay of the call (for decorrelated jitter) and a uniform random `u64`.
+    ///
+    /// Exact for any [`Duration`]: full jitter is in `[0, d]`, equal jitter in
+    /// `[d/2, d]` and decorrelated jitter in `[base, 3 × previous]`, each capped at
+    /// `max_delay`. `random = u64::MAX` gives the high end; `random = 0` the low
+    /// end, give or take `range / 2^64` (nothing below 2^63 ns, 292 years).
     pub(crate) fn delay(&self, retry: u32, previous: Duration, random: u64) -> Duration {
         if self.is_zero() {
             return Duration::ZERO;
         }
-        let cap = nanos(self.max_delay);
         let d = match self.jitter {
             Jitter::None => return self.scheduled_delay(retry),
-            Jitter::Full => nanos(self.scheduled_delay(retry)) * unit(random),
+            Jitter::Full => scale(self.scheduled_nanos(retry), random),
             Jitter::Equal => {
-                let d = nanos(self.scheduled_delay(retry));
-                d / 2.0 + d / 2.0 * unit(random)
+                let d = self.scheduled_nanos(retry);
+                let half = d / 2;
+                (d - half) + scale(half, random)
             }
             Jitter::Decorrelated => {
-                let lo = nanos(self.base);
-                let hi = (nanos(previous) * 3.0).max(lo);
-                lo + (hi - lo) * unit(random)
+                let low = self.base.as_nanos();
+                let high = previous.as_nanos().saturating_mul(3).max(low);
+                low + scale(high - low, random)
             }
         };
-        from_nanos(d.min(cap)).min(self.max_delay)
+        from_nanos(d.min(self.max_delay.as_nanos()))
     }
 }
 
-fn nanos(d: Duration) -> f64 {
-    // Not `d.as_nanos() as f64`: a u128-to-f64 conversion is a software
-    // routine (`__floattidf`, about 60 instructions); this is two conversions
-    // of 64-bit values and a multiply-add.
-    d.as_secs() as f64 * 1e9 + f64::from(d.subsec_nanos())
-}
+const NANOS_PER_SEC: u128 = 1_000_000_000;
 
-fn from_nanos(n: f64) -> Duration {
-    // Equivalent under mutation (`||` → `&&`): a NaN cannot get here (every
-    // input is validated finite), and a negative value casts to 0 below anyway.
-    if n.is_nan() || n <= 0.0 {
-        return Duration::ZERO;
+/// Whole nanoseconds back to a `Duration`, saturating at [`Duration::MAX`]. The
+/// callers cap `n` at a `Duration`'s nanoseconds, so the result is exact.
+fn from_nanos(n: u128) -> Duration {
+    // Up to 584 years fits a u64: a division by a constant, not a u128 one.
+    if let Ok(n) = u64::try_from(n) {
+        return Duration::from_nanos(n);
     }
-    // Saturating float-to-int cast; the callers cap `n` at a Duration's nanos.
-    let n = n.round() as u128;
-    let secs = u64::try_from(n / 1_000_000_000).unwrap_or(u64::MAX);
-    Duration::new(secs, (n % 1_000_000_000) as u32)
+    match u64::try_from(n / NANOS_PER_SEC) {
+        // The remainder is below 10^9, so `Duration::new` cannot carry over.
+        Ok(secs) => Duration::new(secs, (n % NANOS_PER_SEC) as u32),
+        Err(_) => Duration::MAX,
+    }
 }
 
-/// A uniform number in `[0, 1]` from 53 random bits.
+/// `base × factor^exp` in nanoseconds, saturating at `u128::MAX`: exact for a
+/// whole-number factor; for a fractional one, `factor^exp` in `f64` (see
+/// [`powi_rising`]) times the exact base, rounded to the nearest nanosecond.
+fn exponential(base: u128, factor: f64, exp: u32) -> u128 {
+    // A factor below 1 or NaN is refused by `validate`; unvalidated, it counts as
+    // 1 (and so does 1 itself, exactly): the schedule stays at the base.
+    if base == 0 || exp == 0 || factor.is_nan() || factor <= 1.0 {
+        return base;
+    }
+    if factor.fract() == 0.0 {
+        // A whole number: the cast is exact below 2^128, and saturates above,
+        // where any product with a nonzero base saturates anyway.
+        let factor = factor as u128;
+        return factor
+            .checked_pow(exp)
+            .and_then(|power| base.checked_mul(power))
+            .unwrap_or(u128::MAX);
+    }
+    mul_round(base, powi_rising(factor, exp))
+}
+
+/// `factor^exp` by binary powering, the same steps as compiler-rt's
+/// `__powidf2`, written out so that the order of the multiplications is ours.
 ///
-/// Mutants of the `- 1` (dividing by 2^53 or 2^53 + 1 instead) change the
-/// scale by 2^-53, far below a nanosecond: equivalent.
-fn unit(random: u64) -> f64 {
-    (random >> 11) as f64 * (1.0 / ((1u64 << 53) - 1) as f64)
+/// That order makes the result never decrease as `exp` grows, for any
+/// `factor >= 1`: `exp + 1` differs from `exp` in a run of low bits `0111…1` that
+/// becomes `1000…0`; the product of the squares for the ones (multiplied low to
+/// high, starting from 1) is at most the next square, by induction with
+/// `fl(a × p) <= fl(p × p)` for `a <= p` (a rounded product is monotone in each
+/// factor); the higher bits then multiply both by the same squares in the same
+/// order. The relative error is at most `(1 + 2^-53)^(exp-1) - 1`: the rounding
+/// errors of the squares and products compound with total weight `exp - 1`.
+fn powi_rising(factor: f64, mut exp: u32) -> f64 {
+    let (mut power, mut square) = (1.0_f64, factor);
+    loop {
+        if exp & 1 == 1 {
+            power *= square;
+        }
+        exp >>= 1;
+        if exp == 0 {
+            return power;
+        }
+        square *= square;
+    }
 }
 
-fn fibonacci(n: u32) -> f64 {
-    let (mut a, mut b) = (1.0_f64, 1.0_f64);
-    for _ in 2..n.min(2000) {
-        (a, b) = (b, a + b);
+/// `n × m`, rounded to the nearest whole number (halves up), saturating at
+/// `u128::MAX`, for `m >= 1` (an infinite `m` saturates). Exact: `m` is
+/// `mantissa × 2^shift` and the product is formed in two 64-bit halves of `n`.
+fn mul_round(n: u128, m: f64) -> u128 {
+    if !m.is_finite() {
+        return u128::MAX;
     }
-    if n >= 2000 { f64::INFINITY } else { b }
+    let bits = m.to_bits();
+    // m >= 1 is a normal number: the implicit leading bit is set.
+    let mantissa = u128::from((bits & ((1 << 52) - 1)) | (1 << 52));
+    let shift = ((bits >> 52) & 0x7ff) as i32 - 1075;
+    if shift >= 0 {
+        // A whole number of 2^52 or more.
+        let shift = shift.unsigned_abs();
+        return match n.checked_mul(mantissa) {
+            Some(0) => 0,
+            // A nonzero product has at most 127 leading zeros: the shift fits.
+            Some(product) if shift <= product.leading_zeros() => product << shift,
+            _ => u128::MAX,
+        };
+    }
+    // 1 <= s <= 52: n × mantissa / 2^s, with n = high × 2^64 + low.
+    let s = shift.unsigned_abs();
+    let (high, low) = (n >> 64, n & u128::from(u64::MAX));
+    // low × mantissa < 2^117 and high × mantissa < 2^117: neither overflows.
+    let low = (low * mantissa + (1 << (s - 1))) >> s;
+    let high = high * mantissa;
+    let up = 64 - s;
+    if high.leading_zeros() < up {
+        return u128::MAX;
+    }
+    (high << up).saturating_add(low)
+}
+
+/// `fib(n) × base` (1, 1, 2, 3, 5, ... × base), saturating; stops growing once
+/// past `cap`, so it takes at most about 140 steps for any `n`.
+fn fibonacci(base: u128, n: u32, cap: u128) -> u128 {
+    if base == 0 {
+        return 0;
+    }
+    let (mut a, mut b) = (1_u128, 1_u128);
+    for _ in 2..n {
+        if base.saturating_mul(b) >= cap {
+            break;
+        }
+        (a, b) = (b, a.saturating_add(b));
+    }
+    base.saturating_mul(b)
+}
+
+/// A uniform draw in `[0, d]` from a uniform `random`: `d × (random + 1) / 2^64`,
+/// rounded to the nearest nanosecond, so `random = 0` gives about `d / 2^64`
+/// (0 below 2^63 ns) and `random = u64::MAX` gives `d` exactly. Never more than
+/// `d`, for any `d`.
+fn scale(d: u128, random: u64) -> u128 {
+    let r = u128::from(random) + 1; // 1 ..= 2^64
+    let (high, low) = (d >> 64, d & u128::from(u64::MAX));
+    // low × r <= (2^64 - 1) × 2^64, so adding 2^63 cannot overflow.
+    let low = (low * r + (1 << 63)) >> 64;
+    high.saturating_mul(r).saturating_add(low)
 }
 
 /// The delays of one call's retries: see [`Backoff::delays`].
@@ -494,6 +651,125 @@ mod tests {
     }
 
     #[test]
+    fn jitter_bounds_hold_at_duration_max() {
+        // Defect 4: the f64 arithmetic rounded these past their bounds.
+        let max = Duration::MAX;
+        let full = Backoff::constant(max).jitter(Jitter::Full);
+        assert_eq!(full.delay(1, max, u64::MAX), max);
+        assert!(full.delay(1, max, 0) <= Duration::from_secs(1));
+        let equal = full.jitter(Jitter::Equal);
+        assert_eq!(equal.delay(1, max, u64::MAX), max);
+        // random = 0 draws d / 2^64 above the half: half a second here.
+        let low = equal.delay(1, max, 0);
+        assert!(
+            max / 2 <= low && low <= max / 2 + Duration::from_secs(1),
+            "{low:?}"
+        );
+        let dj = Backoff::exponential(MS(1))
+            .max_delay(max)
+            .jitter(Jitter::Decorrelated);
+        assert_eq!(dj.delay(5, max, u64::MAX), max);
+        let low = dj.delay(5, max, 0);
+        assert!(MS(1) <= low && low <= MS(1) + S(4), "{low:?}");
+        let odd = Duration::new(1 << 40, 1);
+        assert_eq!(dj.delay(2, odd, u64::MAX), odd * 3);
+    }
+
+    #[test]
+    fn a_fractional_factor_is_exact_where_its_powers_are() {
+        // 1.5^k is exact in f64 while 3^k < 2^53, so these are exact products.
+        let base = Duration::new(1 << 40, 1 << 20); // well past 2^53 ns
+        let b = Backoff::exponential(base)
+            .factor(1.5)
+            .max_delay(Duration::MAX)
+            .jitter(Jitter::None);
+        let nanos = base.as_nanos();
+        for k in 1..=20_u32 {
+            let expected = nanos * 3_u128.pow(k - 1);
+            let (whole, rest) = (expected >> (k - 1), expected % (1 << (k - 1)));
+            // Halves round up.
+            let rounded = whole + u128::from(k > 1 && rest >= 1 << (k - 2));
+            assert_eq!(b.scheduled_delay(k).as_nanos(), rounded, "retry {k}");
+        }
+        let tenth = Backoff::exponential(MS(100))
+            .factor(1.1)
+            .max_delay(Duration::MAX)
+            .jitter(Jitter::None);
+        assert_eq!(tenth.scheduled_delay(2), MS(110));
+        assert_eq!(tenth.scheduled_delay(3), MS(121));
+    }
+
+    #[test]
+    fn fractional_powers_never_decrease() {
+        let tiny = 1.0 + f64::EPSILON;
+        for factor in [tiny, 1.000_000_1, 1.1, 1.5, 1.7, 2.0 - f64::EPSILON, 3.3] {
+            let mut previous = 1.0;
+            for exp in (0..5_000).chain((1 << 31) - 2_000..(1 << 31) + 2_000) {
+                let power = powi_rising(factor, exp);
+                assert!(power >= previous, "{factor}^{exp} = {power} < {previous}");
+                previous = power;
+            }
+            assert_eq!(powi_rising(factor, 1), factor);
+            assert_eq!(powi_rising(factor, 0), 1.0);
+        }
+        assert_eq!(powi_rising(1.5, 40), 1.5_f64.powi(40));
+    }
+
+    #[test]
+    fn products_with_a_float_are_exact_and_saturate() {
+        assert_eq!(mul_round(7, 1.5), 11); // 10.5 rounds up
+        assert_eq!(mul_round(5, 1.25), 6); // 6.25
+        assert_eq!(
+            mul_round(u128::from(u64::MAX) << 30, 1.5),
+            (u128::from(u64::MAX) << 29) * 3
+        );
+        assert_eq!(mul_round(3, 2f64.powi(60)), 3 << 60);
+        assert_eq!(mul_round(1, 2f64.powi(130)), u128::MAX);
+        assert_eq!(mul_round(1 << 100, 1.0e10), u128::MAX);
+        assert_eq!(mul_round(1 << 100, 1.5e3), 1500 << 100);
+        assert_eq!(mul_round(1 << 110, 1.5e6), u128::MAX);
+        assert_eq!(mul_round(9, f64::INFINITY), u128::MAX);
+        assert_eq!(mul_round(0, 1.0e300), 0);
+        // The edges of the two branches: a factor in [2^52, 2^53) (no shift), and
+        // products whose top bit lands exactly on bit 127.
+        assert_eq!(mul_round(3, 2f64.powi(52)), 3 << 52);
+        assert_eq!(mul_round(1, 2f64.powi(127)), 1 << 127);
+        assert_eq!(mul_round(1 << 127, 1.5), 3 << 126);
+    }
+
+    #[test]
+    fn jitter_draws_round_to_the_nearest_nanosecond() {
+        assert_eq!(scale(3, u64::MAX), 3);
+        assert_eq!(scale(3, 0), 0);
+        assert_eq!(scale(3, (1 << 63) - 1), 2); // 1.5 rounds up
+        assert_eq!(scale(3, (1 << 62) - 1), 1); // 0.75
+        assert_eq!(scale(1 << 70, 0), 1 << 6);
+        assert_eq!(scale(u128::MAX, u64::MAX), u128::MAX);
+    }
+
+    #[test]
+    fn invalid_factors_do_not_panic() {
+        for factor in [f64::NAN, f64::INFINITY, -2.0, 0.0, 0.5, -0.0, 1e300] {
+            let b = Backoff::exponential(S(1))
+                .factor(factor)
+                .max_delay(Duration::MAX)
+                .jitter(Jitter::None);
+            for k in [0, 1, 2, 64, 10_000, u32::MAX] {
+                let d = b.scheduled_delay(k);
+                if factor.is_nan() || factor < 1.0 {
+                    assert_eq!(d, S(1), "{factor} at {k}: counts as 1");
+                }
+            }
+        }
+        let zero = Backoff::exponential(Duration::ZERO).max_delay(Duration::MAX);
+        assert_eq!(zero.scheduled_delay(200), Duration::ZERO);
+        assert_eq!(
+            Backoff::fibonacci(Duration::ZERO).scheduled_delay(u32::MAX),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
     fn same_seed_same_schedule() {
         let b = Backoff::exponential(MS(5)).jitter(Jitter::Decorrelated);
         let a: Vec<_> = b.delays(99).take(20).collect();
@@ -521,13 +797,26 @@ mod tests {
 
     #[test]
     fn accessors_report_the_configuration() {
-        let b = Backoff::linear(MS(5)).max_delay(S(9)).jitter(Jitter::Equal);
+        let b = Backoff::linear(MS(5))
+            .factor(3.0)
+            .max_delay(S(9))
+            .jitter(Jitter::Equal);
         assert_eq!(
-            (b.base(), b.cap(), b.jitter_kind()),
-            (MS(5), S(9), Jitter::Equal)
+            (b.base(), b.get_factor(), b.get_max_delay(), b.get_jitter()),
+            (MS(5), 3.0, S(9), Jitter::Equal)
         );
-        assert_eq!(Backoff::constant(MS(1)).jitter_kind(), Jitter::None);
+        assert_eq!(Backoff::constant(MS(1)).get_jitter(), Jitter::None);
         assert_eq!(Backoff::default(), Backoff::exponential(S(1)));
+        assert_eq!(Backoff::default().get_factor(), 2.0);
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn deprecated_getters_still_answer() {
+        let b = Backoff::exponential(MS(5))
+            .max_delay(S(9))
+            .jitter(Jitter::Equal);
+        assert_eq!((b.cap(), b.jitter_kind()), (S(9), Jitter::Equal));
     }
 
     #[test]

@@ -39,11 +39,17 @@
 
 use std::time::Duration;
 
+mod civil;
 mod http;
+mod http_date;
 mod io;
+mod retry_after;
+#[cfg(test)]
+mod test_dates;
 
-pub use http::{classify_http_status, parse_retry_after, parse_retry_after_at};
+pub use http::classify_http_status;
 pub use io::classify_io;
+pub use retry_after::{parse_retry_after, parse_retry_after_at};
 
 /// What a failed attempt means for the rest of the call.
 ///
