@@ -33,6 +33,42 @@ mod sealed {
     pub trait MakeAttempt<Fut> {
         fn make(&mut self, attempt: super::Attempt) -> Fut;
     }
+
+    /// Classifies a successful attempt's value: `None` for a success, the
+    /// class of failure it stands for otherwise.
+    pub trait ClassifyOk<T> {
+        fn classify_ok(&self, value: &T) -> Option<crate::ErrorClass>;
+    }
+}
+
+/// The `classify_ok` of a [`Call`] that has none: every value is a success.
+/// A zero-sized type whose check compiles away.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EveryOk;
+
+impl<T> sealed::ClassifyOk<T> for EveryOk {
+    #[inline(always)]
+    fn classify_ok(&self, _value: &T) -> Option<ErrorClass> {
+        None
+    }
+}
+
+/// The `classify_ok` of a [`Call`] given one, from
+/// [`Call::classify_ok`]: a `Fn(&T) -> Option<ErrorClass>`.
+#[derive(Clone)]
+pub struct ClassifyOkWith<F>(F);
+
+impl<F> fmt::Debug for ClassifyOkWith<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClassifyOkWith(..)")
+    }
+}
+
+impl<T, F: Fn(&T) -> Option<ErrorClass>> sealed::ClassifyOk<T> for ClassifyOkWith<F> {
+    #[inline]
+    fn classify_ok(&self, value: &T) -> Option<ErrorClass> {
+        (self.0)(value)
+    }
 }
 
 /// The operation of [`SafeCall::call`](crate::SafeCall::call): a `FnMut() -> Fut`.
@@ -86,9 +122,10 @@ pin_project! {
     /// invoked again. Polling it again after it has resolved returns
     /// `Poll::Pending`.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct Call<'a, E, Op, Fut> {
+    pub struct Call<'a, E, Op, Fut, C = EveryOk> {
         inner: &'a Inner<E>,
         op: Op,
+        classify_ok: C,
         breaker: Option<&'a Breaker>,
         permit: Option<Permit<'a>>,
         attempts: u32,
@@ -122,7 +159,7 @@ pin_project! {
     }
 }
 
-impl<E, Op: fmt::Debug, Fut> fmt::Debug for Call<'_, E, Op, Fut> {
+impl<E, Op: fmt::Debug, Fut, C> fmt::Debug for Call<'_, E, Op, Fut, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Call")
             .field("op", &self.op)
@@ -137,6 +174,7 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
         Self {
             inner,
             op,
+            classify_ok: EveryOk,
             breaker: None,
             permit: None,
             attempts: 0,
@@ -150,7 +188,87 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
     }
 }
 
-impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
+impl<'a, E, Op, Fut> Call<'a, E, Op, Fut, EveryOk> {
+    /// Classifies the operation's successes too: `f` returns `None` for a value
+    /// that is a success, or the [`ErrorClass`] of the failure it stands for
+    /// (an HTTP client's `Ok(response)` for a 503).
+    ///
+    /// A value classified as a failure is retried and held against the
+    /// breaker exactly like an error of that class. When no further attempt is
+    /// allowed (retries used up, a class that is not retried, an empty budget,
+    /// a hint too long to wait for, a wait that would not fit before the
+    /// deadline), the call resolves to `Ok(last value)`: the caller gets the
+    /// provider's last answer, as tower's retry does. A limit of the call's
+    /// own that ends it without an answer in hand, the deadline passing during
+    /// an attempt or a breaker refusal, ends it with the [`Error`] as usual.
+    /// The `on_retry` hook and the tracing events say that the attempt's value
+    /// was classified ([`RetryEvent::value_classified`]).
+    ///
+    /// Without `classify_ok` the check costs nothing: the default classifier
+    /// is a zero-sized type whose `None` compiles away.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safecall::{classify_http_status, Backoff, Jitter, SafeCall};
+    ///
+    /// struct Response { status: u16 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let policy: SafeCall<std::io::Error> = SafeCall::builder()
+    ///     .max_retries(2)
+    ///     .backoff(Backoff::constant(Duration::from_millis(100)).jitter(Jitter::None))
+    ///     .build()
+    ///     .unwrap();
+    /// let mut statuses = [503, 503, 200].into_iter();
+    /// let response = policy
+    ///     .call(|| {
+    ///         let status = statuses.next().unwrap_or(200);
+    ///         async move { Ok::<_, std::io::Error>(Response { status }) }
+    ///     })
+    ///     .classify_ok(|r: &Response| match r.status {
+    ///         s if s < 400 => None,
+    ///         s => Some(classify_http_status(s, None)),
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(response.status, 200);
+    ///
+    /// // Retries used up: the provider's last answer, not an error.
+    /// let last = policy
+    ///     .call(|| async { Ok::<_, std::io::Error>(Response { status: 503 }) })
+    ///     .classify_ok(|r: &Response| (r.status >= 500).then(|| classify_http_status(r.status, None)))
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(last.status, 503);
+    /// # }
+    /// ```
+    ///
+    /// [`RetryEvent::value_classified`]: crate::RetryEvent::value_classified
+    pub fn classify_ok<T, F>(self, f: F) -> Call<'a, E, Op, Fut, ClassifyOkWith<F>>
+    where
+        F: Fn(&T) -> Option<ErrorClass>,
+    {
+        Call {
+            inner: self.inner,
+            op: self.op,
+            classify_ok: ClassifyOkWith(f),
+            breaker: self.breaker,
+            permit: self.permit,
+            attempts: self.attempts,
+            started: self.started,
+            previous_delay: self.previous_delay,
+            last_error: self.last_error,
+            deadline: self.deadline,
+            span: self.span,
+            state: self.state,
+        }
+    }
+}
+
+impl<'a, E, Op, Fut, C> Call<'a, E, Op, Fut, C> {
     /// Runs every attempt of this call through `breaker`.
     ///
     /// The breaker is asked before **each** attempt, retries included: a refusal
@@ -292,10 +410,21 @@ fn attempt_limit(
     }
 }
 
-impl<E: 'static, Op, Fut, T> Future for Call<'_, E, Op, Fut>
+/// How an attempt failed.
+enum Failure<T, E> {
+    /// The operation's error.
+    Error(E),
+    /// A value that `classify_ok` put in a class of failure.
+    Value(T, ErrorClass),
+    /// The attempt ran past its attempt timeout.
+    TimedOut,
+}
+
+impl<E: 'static, Op, Fut, T, C> Future for Call<'_, E, Op, Fut, C>
 where
     Op: sealed::MakeAttempt<Fut>,
     Fut: Future<Output = Result<T, E>>,
+    C: sealed::ClassifyOk<T>,
 {
     type Output = Result<T, Error<E>>;
 
@@ -371,24 +500,30 @@ where
                     continue;
                 }
                 StateProj::Running { fut } => match ready!(fut.poll(cx)) {
-                    Ok(value) => {
-                        if let Some(permit) = this.permit.take() {
-                            permit.record(Outcome::Success);
+                    Ok(value) => match this.classify_ok.classify_ok(&value) {
+                        None => {
+                            if let Some(permit) = this.permit.take() {
+                                permit.record(Outcome::Success);
+                            }
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(value));
                         }
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(value));
-                    }
-                    Err(error) => Some(error),
+                        Some(class) => Failure::Value(value, class),
+                    },
+                    Err(error) => Failure::Error(error),
                 },
                 StateProj::Timed { fut, at_deadline } => match ready!(fut.poll(cx)) {
-                    Ok(Ok(value)) => {
-                        if let Some(permit) = this.permit.take() {
-                            permit.record(Outcome::Success);
+                    Ok(Ok(value)) => match this.classify_ok.classify_ok(&value) {
+                        None => {
+                            if let Some(permit) = this.permit.take() {
+                                permit.record(Outcome::Success);
+                            }
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(value));
                         }
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(value));
-                    }
-                    Ok(Err(error)) => Some(error),
+                        Some(class) => Failure::Value(value, class),
+                    },
+                    Ok(Err(error)) => Failure::Error(error),
                     Err(_elapsed) if *at_deadline => {
                         // Cut by the deadline: evidence of a slow dependency, like
                         // an attempt timeout.
@@ -404,7 +539,7 @@ where
                             last_error: this.last_error.take(),
                         }));
                     }
-                    Err(_elapsed) => None,
+                    Err(_elapsed) => Failure::TimedOut,
                 },
                 StateProj::Waiting { sleep } => {
                     ready!(sleep.poll(cx));
@@ -414,12 +549,13 @@ where
                 StateProj::Done => return Poll::Pending,
             };
 
-            // The attempt failed: with the operation's error, or (`None`) by
-            // running past its attempt timeout.
+            // The attempt failed: with the operation's error, with a value
+            // classified as a failure, or by running past its attempt timeout.
             let inner = *this.inner;
             let class = match &failure {
-                Some(error) => inner.classify.classify(error),
-                None => inner.settings.timeout_class,
+                Failure::Error(error) => inner.classify.classify(error),
+                Failure::Value(_, class) => *class,
+                Failure::TimedOut => inner.settings.timeout_class,
             };
             if let Some(permit) = this.permit.take() {
                 permit.record(breaker_outcome(class));
@@ -428,19 +564,20 @@ where
             if !class.is_retryable() {
                 tracing::debug!(attempts, ?class, "not retryable");
                 this.state.set(State::Done);
-                return Poll::Ready(Err(match failure {
-                    Some(source) => Error::Permanent {
+                return Poll::Ready(match failure {
+                    Failure::Error(source) => Err(Error::Permanent {
                         source,
                         attempts,
                         class,
-                    },
-                    None => Error::Timeout {
+                    }),
+                    Failure::Value(value, _) => Ok(value),
+                    Failure::TimedOut => Err(Error::Timeout {
                         attempts,
                         kind: TimeoutKind::Attempt,
                         reason: None,
                         last_error: this.last_error.take(),
-                    },
-                }));
+                    }),
+                });
             }
             let mut next = decide(
                 &inner.settings,
@@ -462,7 +599,10 @@ where
                         retry_in,
                         cause,
                         attempts,
-                        last_error: failure.or_else(|| this.last_error.take()),
+                        last_error: match failure {
+                            Failure::Error(error) => Some(error),
+                            _ => this.last_error.take(),
+                        },
                     }));
                 }
                 if !withdraw(&inner.settings, *this.breaker) {
@@ -471,34 +611,53 @@ where
             }
             match next {
                 Next::GiveUp(reason) => {
-                    tracing::debug!(attempts, ?class, %reason, "giving up");
+                    tracing::debug!(
+                        attempts,
+                        ?class,
+                        %reason,
+                        value_classified = matches!(failure, Failure::Value(..)),
+                        "giving up"
+                    );
                     this.state.set(State::Done);
-                    return Poll::Ready(Err(match failure {
-                        Some(source) => Error::Exhausted {
+                    return Poll::Ready(match failure {
+                        Failure::Error(source) => Err(Error::Exhausted {
                             source,
                             attempts,
                             reason,
-                        },
-                        None => Error::Timeout {
+                        }),
+                        // The provider's last answer, as tower's retry gives.
+                        Failure::Value(value, _) => Ok(value),
+                        Failure::TimedOut => Err(Error::Timeout {
                             attempts,
                             kind: TimeoutKind::Attempt,
                             reason: Some(reason),
                             last_error: this.last_error.take(),
-                        },
-                    }));
+                        }),
+                    });
                 }
                 Next::Retry { delay, now } => {
-                    tracing::debug!(attempt = attempts, ?delay, ?class, "retrying");
+                    let value_classified = matches!(failure, Failure::Value(..));
+                    tracing::debug!(
+                        attempt = attempts,
+                        ?delay,
+                        ?class,
+                        value_classified,
+                        "retrying"
+                    );
                     if let Some(hook) = &inner.on_retry {
                         hook(&RetryEvent {
                             attempt: attempts,
                             delay,
                             class,
-                            error: failure.as_ref(),
+                            error: match &failure {
+                                Failure::Error(error) => Some(error),
+                                _ => None,
+                            },
+                            value_classified,
                         });
                     }
-                    if failure.is_some() {
-                        *this.last_error = failure;
+                    if let Failure::Error(error) = failure {
+                        *this.last_error = Some(error);
                     }
                     if delay.is_zero() {
                         this.state.set(State::Start);

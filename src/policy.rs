@@ -60,8 +60,12 @@ pub struct RetryEvent<'a, E> {
     pub delay: Duration,
     /// The failure's class.
     pub class: ErrorClass,
-    /// The operation's error; `None` when the attempt hit its attempt timeout.
+    /// The operation's error; `None` when the attempt hit its attempt timeout
+    /// or succeeded with a value classified as a failure.
     pub error: Option<&'a E>,
+    /// Whether the attempt succeeded with a value that
+    /// [`Call::classify_ok`](crate::Call::classify_ok) classified as a failure.
+    pub value_classified: bool,
 }
 
 type OnRetry<E> = Box<dyn Fn(&RetryEvent<'_, E>) + Send + Sync>;
