@@ -134,7 +134,9 @@ pub use breaker::{
     RefusalCause, Rejected, Transition, TransitionCause,
 };
 pub use budget::RetryBudget;
-pub use call::{Attempt, Call, ClassifyOkWith, EveryOk, Plain, WithAttempt};
+pub use call::{
+    Attempt, BreakerHold, Call, ClassifyOkWith, EveryOk, NoBreaker, Plain, WithAttempt,
+};
 pub use classify::{
     AlwaysTransient, Classify, ErrorClass, classify_http_status, classify_io, parse_retry_after,
     parse_retry_after_at,

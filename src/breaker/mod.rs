@@ -108,6 +108,7 @@ mod window;
 pub(crate) use config::Settings;
 pub use config::{BreakerConfig, BreakerMode};
 pub use handle::Breaker;
+pub(crate) use permit::RawPermit;
 pub use permit::{Outcome, Permit};
 pub(crate) use shared::{Core, Inner};
 

@@ -63,6 +63,35 @@ pub(crate) enum Kind {
     Done,
 }
 
+/// A permit without its borrow of the breaker: for a holder that keeps the
+/// breaker beside it (a call that owns its breaker handle). Recorded or
+/// released through [`Breaker::finish_raw`]; dropping it without that would
+/// keep a probe slot until its lease runs out, so its holder releases it on
+/// drop.
+#[derive(Debug)]
+pub(crate) struct RawPermit {
+    kind: Kind,
+    started: Option<Instant>,
+}
+
+impl Breaker {
+    /// Record `outcome` on a raw permit of this breaker, or release it
+    /// (`None`: dropped without a record).
+    #[inline]
+    pub(crate) fn finish_raw(&self, raw: RawPermit, outcome: Option<Outcome>) {
+        if let (Some(Outcome::Success), Kind::Plain { generation }, None) =
+            (outcome, raw.kind, raw.started)
+        {
+            self.record_success(Some(generation));
+            return;
+        }
+        if outcome.is_none() && !matches!(raw.kind, Kind::Probe { .. }) {
+            return;
+        }
+        self.finish(raw.kind, raw.started, outcome);
+    }
+}
+
 /// Permission to run one attempt, from [`Breaker::try_acquire`].
 ///
 /// Record how the attempt ended with [`record`](Self::record). Dropping the
@@ -100,6 +129,16 @@ impl<'a> Permit<'a> {
             return;
         }
         self.breaker.finish(kind, self.started, Some(outcome));
+    }
+
+    /// The permit without its borrow: the holder records or releases it
+    /// through [`Breaker::finish_raw`].
+    #[inline]
+    pub(crate) fn into_raw(mut self) -> RawPermit {
+        RawPermit {
+            kind: std::mem::replace(&mut self.kind, Kind::Done),
+            started: self.started,
+        }
     }
 
     /// Whether this permit holds a half-open probe slot (its outcome decides

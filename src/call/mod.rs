@@ -9,11 +9,17 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, Timeout};
 
-use crate::breaker::{Breaker, Outcome, Permit, RefusalCause};
-use crate::budget::BudgetState;
+use crate::breaker::{Breaker, Outcome, Permit};
 use crate::error::TimeoutKind;
-use crate::policy::{Inner, RetryEvent, Settings};
-use crate::{Error, ErrorClass, ExhaustedReason, Jitter};
+use crate::policy::{Inner, RetryEvent};
+use crate::{Error, ErrorClass, ExhaustedReason};
+
+mod decide;
+mod holders;
+
+use decide::{Next, attempt_limit, breaker_outcome, budget_of, decide, refused_after, withdraw};
+pub use holders::{BreakerHold, NoBreaker};
+use holders::{BreakerSlot, PolicyRef};
 
 /// What [`SafeCall::call_with`](crate::SafeCall::call_with) hands the operation
 /// before each attempt.
@@ -122,12 +128,12 @@ pin_project! {
     /// invoked again. Polling it again after it has resolved returns
     /// `Poll::Pending`.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct Call<'a, E, Op, Fut, C = EveryOk> {
-        inner: &'a Inner<E>,
+    pub struct Call<'a, E, Op, Fut, C = EveryOk, B: BreakerHold = NoBreaker> {
+        inner: PolicyRef<'a, E>,
         op: Op,
         classify_ok: C,
-        breaker: Option<&'a Breaker>,
-        permit: Option<Permit<'a>>,
+        // The breaker, if any, and the permit of the attempt in flight.
+        breaker: BreakerSlot<B>,
         attempts: u32,
         started: bool,
         previous_delay: Duration,
@@ -159,7 +165,7 @@ pin_project! {
     }
 }
 
-impl<E, Op: fmt::Debug, Fut, C> fmt::Debug for Call<'_, E, Op, Fut, C> {
+impl<E, Op: fmt::Debug, Fut, C, B: BreakerHold> fmt::Debug for Call<'_, E, Op, Fut, C, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Call")
             .field("op", &self.op)
@@ -171,15 +177,26 @@ impl<E, Op: fmt::Debug, Fut, C> fmt::Debug for Call<'_, E, Op, Fut, C> {
 
 impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
     pub(crate) fn new(inner: &'a Inner<E>, op: Op) -> Self {
+        Self::with_policy(PolicyRef::Borrowed(inner), op)
+    }
+
+    /// A call that owns its policy (one reference count per call): for a
+    /// future that must outlive the policy's borrow.
+    #[allow(dead_code)] // the owned forms are for the tower layer (issue 12)
+    pub(crate) fn new_owned(inner: std::sync::Arc<Inner<E>>, op: Op) -> Self {
+        Self::with_policy(PolicyRef::Owned(inner), op)
+    }
+
+    fn with_policy(inner: PolicyRef<'a, E>, op: Op) -> Self {
+        let previous_delay = inner.get().settings.backoff.base();
         Self {
             inner,
             op,
             classify_ok: EveryOk,
-            breaker: None,
-            permit: None,
+            breaker: BreakerSlot::new(NoBreaker),
             attempts: 0,
             started: false,
-            previous_delay: inner.settings.backoff.base(),
+            previous_delay,
             last_error: None,
             deadline: None,
             span: None,
@@ -188,7 +205,40 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
     }
 }
 
-impl<'a, E, Op, Fut> Call<'a, E, Op, Fut, EveryOk> {
+/// The same call with another classifier of values or breaker holder (before
+/// its first poll): every other field moves across.
+macro_rules! remake {
+    ($call:expr, |$c:ident, $b:ident| ($new_c:expr, $new_b:expr)) => {{
+        let Call {
+            inner,
+            op,
+            classify_ok: $c,
+            breaker: $b,
+            attempts,
+            started,
+            previous_delay,
+            last_error,
+            deadline,
+            span,
+            state,
+        } = $call;
+        Call {
+            inner,
+            op,
+            classify_ok: $new_c,
+            breaker: $new_b,
+            attempts,
+            started,
+            previous_delay,
+            last_error,
+            deadline,
+            span,
+            state,
+        }
+    }};
+}
+
+impl<'a, E, Op, Fut, B: BreakerHold> Call<'a, E, Op, Fut, EveryOk, B> {
     /// Classifies the operation's successes too: `f` returns `None` for a value
     /// that is a success, or the [`ErrorClass`] of the failure it stands for
     /// (an HTTP client's `Ok(response)` for a 503).
@@ -247,28 +297,15 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut, EveryOk> {
     /// ```
     ///
     /// [`RetryEvent::value_classified`]: crate::RetryEvent::value_classified
-    pub fn classify_ok<T, F>(self, f: F) -> Call<'a, E, Op, Fut, ClassifyOkWith<F>>
+    pub fn classify_ok<T, F>(self, f: F) -> Call<'a, E, Op, Fut, ClassifyOkWith<F>, B>
     where
         F: Fn(&T) -> Option<ErrorClass>,
     {
-        Call {
-            inner: self.inner,
-            op: self.op,
-            classify_ok: ClassifyOkWith(f),
-            breaker: self.breaker,
-            permit: self.permit,
-            attempts: self.attempts,
-            started: self.started,
-            previous_delay: self.previous_delay,
-            last_error: self.last_error,
-            deadline: self.deadline,
-            span: self.span,
-            state: self.state,
-        }
+        remake!(self, |_old, breaker| (ClassifyOkWith(f), breaker))
     }
 }
 
-impl<'a, E, Op, Fut, C> Call<'a, E, Op, Fut, C> {
+impl<'a, E, Op, Fut, C> Call<'a, E, Op, Fut, C, NoBreaker> {
     /// Runs every attempt of this call through `breaker`.
     ///
     /// The breaker is asked before **each** attempt, retries included: a refusal
@@ -302,111 +339,22 @@ impl<'a, E, Op, Fut, C> Call<'a, E, Op, Fut, C> {
     /// assert!(matches!(refused, Err(Error::CircuitOpen { attempts: 0, .. })));
     /// # }
     /// ```
-    pub fn breaker(mut self, breaker: &'a Breaker) -> Self {
-        self.breaker = Some(breaker);
-        self
+    pub fn breaker(self, breaker: &'a Breaker) -> Call<'a, E, Op, Fut, C, &'a Breaker> {
+        self.with_breaker(breaker)
     }
-}
 
-/// How an attempt's failure counts for the breaker.
-fn breaker_outcome(class: ErrorClass) -> Outcome {
-    match class {
-        ErrorClass::Transient | ErrorClass::Permanent => Outcome::Failure,
-        ErrorClass::CallerFault => Outcome::Ignored,
-        ErrorClass::RetryAfter(hint) => Outcome::RetryAfter(hint),
+    /// [`breaker`](Self::breaker) with an owned handle, for a call that must
+    /// outlive the breaker's borrow.
+    #[allow(dead_code)] // the owned forms are for the tower layer (issue 12)
+    pub(crate) fn breaker_owned(self, breaker: Breaker) -> Call<'a, E, Op, Fut, C, Breaker> {
+        self.with_breaker(breaker)
     }
-}
 
-/// What happens after a retryable failure.
-enum Next {
-    Retry {
-        delay: Duration,
-        now: Option<Instant>,
-    },
-    GiveUp(ExhaustedReason),
-}
-
-/// The retry decision: pure but for the clock (read only with a deadline) and the
-/// jitter's random source. Kept out of the generic poll to limit
-/// monomorphisation. The budget is asked last, by the caller, so that a retry that
-/// will not happen for another reason never spends it.
-fn decide(
-    s: &Settings,
-    class: ErrorClass,
-    attempts: u32,
-    previous: &mut Duration,
-    deadline: Option<Instant>,
-) -> Next {
-    if attempts > s.max_retries {
-        return Next::GiveUp(ExhaustedReason::RetriesUsedUp);
-    }
-    // No random draw when nothing is jittered (skipping it is only a saving).
-    let random = if s.backoff.get_jitter() == Jitter::None || s.backoff.is_zero() {
-        0
-    } else {
-        s.random()
-    };
-    let mut delay = s.backoff.delay(attempts, *previous, random);
-    if let ErrorClass::RetryAfter(hint) = class {
-        if hint > s.max_retry_after {
-            return Next::GiveUp(ExhaustedReason::RetryAfterTooLong { hint });
-        }
-        delay = delay.max(hint);
-    }
-    let mut now = None;
-    if let Some(deadline) = deadline {
-        let t = Instant::now();
-        match t.checked_add(delay) {
-            Some(end) if end < deadline => now = Some(t),
-            _ => return Next::GiveUp(ExhaustedReason::DeadlineTooClose),
-        }
-    }
-    *previous = delay;
-    Next::Retry { delay, now }
-}
-
-/// The budget a call spends: its breaker's own, else the policy's.
-#[inline]
-fn budget_of<'a>(s: &'a Settings, breaker: Option<&'a Breaker>) -> Option<&'a BudgetState> {
-    breaker
-        .and_then(Breaker::retry_budget)
-        .or(s.budget.as_ref())
-}
-
-/// Spends one retry from the call's budget, if it has one.
-#[inline]
-fn withdraw(s: &Settings, breaker: Option<&Breaker>) -> bool {
-    budget_of(s, breaker).is_none_or(BudgetState::try_withdraw)
-}
-
-/// If `breaker` is open and will still refuse after `delay`, the time until it
-/// lets a probe through and why: waiting for it would sleep into a certain
-/// refusal.
-#[inline]
-fn refused_after(breaker: Option<&Breaker>, delay: Duration) -> Option<(Duration, RefusalCause)> {
-    breaker
-        .and_then(|b| b.core().open_refusal())
-        .filter(|(retry_in, _)| *retry_in > delay)
-}
-
-/// The time limit of the next attempt, if any: `(end, whether it is the deadline)`.
-#[inline]
-fn attempt_limit(
-    s: &Settings,
-    now: Option<Instant>,
-    deadline: Option<Instant>,
-) -> Option<(Instant, bool)> {
-    if s.attempt_timeout.is_none() && deadline.is_none() {
-        return None;
-    }
-    let own = s
-        .attempt_timeout
-        .and_then(|t| now.and_then(|n| n.checked_add(t)));
-    match (own, deadline) {
-        (Some(own), Some(deadline)) if deadline <= own => Some((deadline, true)),
-        (Some(own), _) => Some((own, false)),
-        (None, Some(deadline)) => Some((deadline, true)),
-        (None, None) => None,
+    fn with_breaker<B: BreakerHold>(self, hold: B) -> Call<'a, E, Op, Fut, C, B> {
+        remake!(self, |classify_ok, _old| (
+            classify_ok,
+            BreakerSlot::new(hold)
+        ))
     }
 }
 
@@ -420,7 +368,7 @@ enum Failure<T, E> {
     TimedOut,
 }
 
-impl<E: 'static, Op, Fut, T, C> Future for Call<'_, E, Op, Fut, C>
+impl<E: 'static, Op, Fut, T, C, B: BreakerHold> Future for Call<'_, E, Op, Fut, C, B>
 where
     Op: sealed::MakeAttempt<Fut>,
     Fut: Future<Output = Result<T, E>>,
@@ -430,11 +378,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let s = &this.inner.settings;
+        let inner: &Inner<E> = this.inner.get();
+        let s = &inner.settings;
         let mut first_now = None;
         if !*this.started {
             *this.started = true;
-            if let Some(budget) = budget_of(s, *this.breaker) {
+            if let Some(budget) = budget_of(s, this.breaker.get()) {
                 budget.deposit();
             }
             if let Some(d) = s.deadline {
@@ -469,9 +418,13 @@ where
                             last_error: this.last_error.take(),
                         }));
                     }
-                    if let Some(breaker) = *this.breaker {
-                        match breaker.try_acquire() {
-                            Ok(permit) => *this.permit = Some(permit),
+                    let admission = this
+                        .breaker
+                        .get()
+                        .map(|b| b.try_acquire().map(Permit::into_raw));
+                    if let Some(admission) = admission {
+                        match admission {
+                            Ok(raw) => this.breaker.hold(raw),
                             Err(refused) => {
                                 tracing::debug!(attempts = *this.attempts, retry_in = ?refused.retry_in(), cause = %refused.cause(), "circuit open");
                                 this.state.set(State::Done);
@@ -502,9 +455,7 @@ where
                 StateProj::Running { fut } => match ready!(fut.poll(cx)) {
                     Ok(value) => match this.classify_ok.classify_ok(&value) {
                         None => {
-                            if let Some(permit) = this.permit.take() {
-                                permit.record(Outcome::Success);
-                            }
+                            this.breaker.record(Outcome::Success);
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(value));
                         }
@@ -515,9 +466,7 @@ where
                 StateProj::Timed { fut, at_deadline } => match ready!(fut.poll(cx)) {
                     Ok(Ok(value)) => match this.classify_ok.classify_ok(&value) {
                         None => {
-                            if let Some(permit) = this.permit.take() {
-                                permit.record(Outcome::Success);
-                            }
+                            this.breaker.record(Outcome::Success);
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(value));
                         }
@@ -527,9 +476,7 @@ where
                     Err(_elapsed) if *at_deadline => {
                         // Cut by the deadline: evidence of a slow dependency, like
                         // an attempt timeout.
-                        if let Some(permit) = this.permit.take() {
-                            permit.record(Outcome::Failure);
-                        }
+                        this.breaker.record(Outcome::Failure);
                         tracing::debug!(attempts = *this.attempts, "deadline passed");
                         this.state.set(State::Done);
                         return Poll::Ready(Err(Error::Timeout {
@@ -551,15 +498,12 @@ where
 
             // The attempt failed: with the operation's error, with a value
             // classified as a failure, or by running past its attempt timeout.
-            let inner = *this.inner;
             let class = match &failure {
                 Failure::Error(error) => inner.classify.classify(error),
                 Failure::Value(_, class) => *class,
                 Failure::TimedOut => inner.settings.timeout_class,
             };
-            if let Some(permit) = this.permit.take() {
-                permit.record(breaker_outcome(class));
-            }
+            this.breaker.record(breaker_outcome(class));
             let attempts = *this.attempts;
             if !class.is_retryable() {
                 tracing::debug!(attempts, ?class, "not retryable");
@@ -587,7 +531,7 @@ where
                 *this.deadline,
             );
             if let Next::Retry { delay, .. } = next {
-                if let Some((retry_in, cause)) = refused_after(*this.breaker, delay) {
+                if let Some((retry_in, cause)) = refused_after(this.breaker.get(), delay) {
                     tracing::debug!(
                         attempts,
                         ?retry_in,
@@ -605,7 +549,7 @@ where
                         },
                     }));
                 }
-                if !withdraw(&inner.settings, *this.breaker) {
+                if !withdraw(&inner.settings, this.breaker.get()) {
                     next = Next::GiveUp(ExhaustedReason::BudgetEmpty);
                 }
             }
