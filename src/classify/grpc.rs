@@ -40,7 +40,7 @@ const UNAVAILABLE: i32 = 14;
 /// | code | class | why |
 /// | --- | --- | --- |
 /// | 14 `UNAVAILABLE` with a pushback | `RetryAfter(pushback)` | the server said when to come back |
-/// | 14 `UNAVAILABLE` | `Transient` | AIP-194: the one code safe to retry blindly; the request was not processed |
+/// | 14 `UNAVAILABLE` | `Transient` | AIP-194: the one code to retry by default, a passing network or server condition |
 /// | 4 `DEADLINE_EXCEEDED` | `Transient` (`RetryAfter` with a pushback) | an attempt ran out of time: the same class as safecall's own attempt timeout (see below) |
 /// | 8 `RESOURCE_EXHAUSTED` with a pushback | `RetryAfter(pushback)` | a server that says when to come back is rate limiting, not out of quota |
 /// | 8 `RESOURCE_EXHAUSTED` | `Permanent` | AIP-194: perhaps a quota that resets in hours, and retries may be billed; counted, so that tenant's breaker trips |
@@ -57,11 +57,12 @@ const UNAVAILABLE: i32 = 14;
 /// **`DEADLINE_EXCEEDED`.** AIP-194 does not retry it because the application's
 /// deadline must be honoured. Under safecall the application's deadline is the
 /// policy's [`deadline`](crate::SafeCallBuilder::deadline), which safecall honours
-/// itself: once it has passed, no retry starts whatever the class. A gRPC deadline
-/// that fires before it is a per-attempt limit (say the operation sends
-/// `attempt.time_left()` or the attempt timeout as its gRPC timeout), and a timed
-/// out attempt is `Transient` in this crate; any other class would make the outcome
-/// depend on which of two equal timers fired first. Like a 504, the server may have
+/// itself: once it has passed, no retry starts whatever the class (a gRPC timeout
+/// sent from [`Attempt::time_left`](crate::Attempt::time_left) ends with it). A gRPC
+/// deadline that fires before it is a per-attempt limit (the attempt timeout, or a
+/// fixed one, sent as the gRPC timeout), and a timed out attempt is `Transient` in
+/// this crate; any other class would make the outcome depend on which of two equal
+/// timers fired first, safecall's or gRPC's. Like a 504, the server may have
 /// done the work: for a method that is not idempotent, match 4 before calling this
 /// function.
 ///
