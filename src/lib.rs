@@ -138,8 +138,8 @@ pub use call::{
     Attempt, BreakerHold, Call, ClassifyOkWith, EveryOk, NoBreaker, Plain, WithAttempt,
 };
 pub use classify::{
-    AlwaysTransient, Classify, ErrorClass, classify_http_status, classify_io, parse_retry_after,
-    parse_retry_after_at,
+    AlwaysTransient, Classify, ErrorClass, classify_grpc_code, classify_http_status, classify_io,
+    parse_retry_after, parse_retry_after_at,
 };
 pub use error::{ConfigError, Error, ExhaustedReason, TimeoutKind};
 pub use health::{HealthChecks, HealthReport, HealthStatus};

@@ -17,7 +17,9 @@
 //! `Fn(&E) -> ErrorClass` closure does. Classify by type, kind or status code, never
 //! by the text of a message. Ready classifiers ship for [`std::io::Error`]
 //! ([`classify_io`]) and for HTTP status codes with a `Retry-After` header
-//! ([`classify_http_status`], [`parse_retry_after`]), without an HTTP crate.
+//! ([`classify_http_status`], [`parse_retry_after`]), without an HTTP crate, and
+//! for gRPC status codes with the server's pushback ([`classify_grpc_code`]),
+//! without tonic.
 //!
 //! # Examples
 //!
@@ -40,6 +42,7 @@
 use std::time::Duration;
 
 mod civil;
+mod grpc;
 mod http;
 mod http_date;
 mod io;
@@ -47,6 +50,7 @@ mod retry_after;
 #[cfg(test)]
 mod test_dates;
 
+pub use grpc::classify_grpc_code;
 pub use http::classify_http_status;
 pub use io::classify_io;
 pub use retry_after::{parse_retry_after, parse_retry_after_at};
