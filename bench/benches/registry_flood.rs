@@ -32,10 +32,8 @@ fn full(open: bool) -> BreakerRegistry<u64> {
     .idle_ttl(HOUR);
     for k in 0..CAP as u64 {
         let b = registry.get(&k);
-        if open {
-            if let Ok(p) = b.try_acquire() {
-                p.record(Outcome::Failure);
-            }
+        if open && let Ok(p) = b.try_acquire() {
+            p.record(Outcome::Failure);
         }
     }
     assert_eq!(registry.len(), CAP);
