@@ -53,11 +53,11 @@
 //! ```
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -70,8 +70,23 @@ use crate::breaker::{Breaker, BreakerConfig, BreakerSnapshot, Core, Inner, Setti
 const TOUCHED: u32 = u32::MAX;
 /// The registry's coarse clock ticks in units of 10 ms.
 const TICK: Duration = Duration::from_millis(10);
-/// Most shards a registry uses.
+/// Most shards a registry uses (a bit each in the registry's masks).
 const MAX_SHARDS: usize = 64;
+/// Housekeeping per new key: steps of the hands over the home shard's ring,
+/// failing and pinned entries.
+const TIDY: [(Queue, usize); 3] = [(Queue::Ring, 2), (Queue::Failing, 1), (Queue::Pinned, 1)];
+/// Parked entries looked at again per shard when making room.
+const REVISIT: usize = 16;
+/// Most steps of a hand per taking of a shard's lock.
+const CHUNK: usize = 256;
+
+/// The time of one operation, read once.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    now: Instant,
+    tick: u32,
+    ttl: u32,
+}
 
 /// The key hash is already a SipHash of the key: hash it as itself.
 ///
@@ -98,14 +113,71 @@ impl Hasher for IdHasher {
 
 type Entry<K> = Arc<Inner<K>>;
 
+/// Where an entry waits for the eviction hand, by what it was when last
+/// looked at. Every entry of a shard is in exactly one queue, by its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    /// New entries and idle pristine ones (closed, no counted failure): the
+    /// clock whose hand finds the first victims.
+    Ring,
+    /// Idle closed breakers holding counted failures: kept until their TTL
+    /// unless nothing else can go.
+    Failing,
+    /// Breakers that could not go: open, half-open, forced, cooling down, or
+    /// with a handle held somewhere. Looked at again at a bounded rate.
+    Pinned,
+}
+
+/// What one look at an entry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    /// Housekeeping: evict only what is past its TTL. The hand stops at
+    /// the first pristine breaker not used since it last passed (the ring's
+    /// order is its eviction order: passing it would move it behind newer
+    /// entries).
+    Tidy,
+    /// Like `Tidy`, but the hand passes everything (a full lap keeps the
+    /// ring's order).
+    Sort,
+    /// Make room: also evict an idle pristine breaker not used since the
+    /// hand last passed it.
+    Room,
+    /// Make room when nothing else can go: also a breaker holding counted
+    /// failures, if not used since the hand last passed it.
+    LastResort,
+}
+
+/// What one step of the hand did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The queue was empty.
+    Empty,
+    /// The entry was evicted.
+    Evicted,
+    /// The entry was kept (re-queued) or was already gone.
+    Kept,
+    /// The hand stopped at the entry (`Goal::Tidy`).
+    Stopped,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Entries the hand looked at on this thread (tests bound the work per
+    /// new key with it).
+    static EXAMINED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 struct Shard<K> {
     /// Keyed by the key's 64-bit hash; the key itself lives in the breaker,
     /// stored once.
     map: HashMap<u64, Entry<K>, BuildHasherDefault<IdHasher>>,
     /// Keys whose hash equals another stored key's (rare: a 64-bit keyed
-    /// SipHash collision).
+    /// SipHash collision). When the map's entry for that hash goes, one of
+    /// these takes its place, so the queues' hashes always name a map entry.
     collisions: Vec<(u64, Entry<K>)>,
-    last_sweep: u32,
+    ring: VecDeque<u64>,
+    failing: VecDeque<u64>,
+    pinned: VecDeque<u64>,
 }
 
 impl<K> Shard<K> {
@@ -113,14 +185,25 @@ impl<K> Shard<K> {
         Self {
             map: HashMap::default(),
             collisions: Vec::new(),
-            last_sweep: 0,
+            ring: VecDeque::new(),
+            failing: VecDeque::new(),
+            pinned: VecDeque::new(),
         }
     }
 
     /// Entries in the map and in the collision list (only a 64-bit hash
     /// collision puts one there).
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.map.len() + self.collisions.len()
+    }
+
+    fn queue(&mut self, q: Queue) -> &mut VecDeque<u64> {
+        match q {
+            Queue::Ring => &mut self.ring,
+            Queue::Failing => &mut self.failing,
+            Queue::Pinned => &mut self.pinned,
+        }
     }
 
     fn find<Q>(&self, h: u64, key: &Q) -> Option<&Entry<K>>
@@ -141,12 +224,24 @@ impl<K> Shard<K> {
         }
     }
 
+    /// Store a new entry, at the back of the ring (the last the hand meets).
     fn insert(&mut self, h: u64, e: Entry<K>) {
         match self.map.entry(h) {
             std::collections::hash_map::Entry::Occupied(_) => self.collisions.push((h, e)),
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(e);
             }
+        }
+        self.ring.push_back(h);
+    }
+
+    /// Drop the map's entry for `h` (its hash was just taken off a queue);
+    /// a colliding entry with the same hash takes its place.
+    fn evict(&mut self, h: u64) {
+        self.map.remove(&h);
+        if let Some(i) = self.collisions.iter().position(|(ch, _)| *ch == h) {
+            let (_, e) = self.collisions.swap_remove(i);
+            self.map.insert(h, e);
         }
     }
 
@@ -155,18 +250,6 @@ impl<K> Shard<K> {
             .iter()
             .map(|(h, e)| (*h, e))
             .chain(self.collisions.iter().map(|(h, e)| (*h, e)))
-    }
-
-    fn remove(&mut self, h: u64, e: &Entry<K>) -> bool {
-        if self.map.get(&h).is_some_and(|m| Arc::ptr_eq(m, e)) {
-            self.map.remove(&h);
-            return true;
-        }
-        if let Some(i) = self.collisions.iter().position(|(_, c)| Arc::ptr_eq(c, e)) {
-            self.collisions.swap_remove(i);
-            return true;
-        }
-        false
     }
 }
 
@@ -212,8 +295,14 @@ pub struct BreakerRegistry<K> {
     base: Instant,
     overflow: Breaker,
     overflowing: AtomicBool,
-    /// `tick + 1` of the last full scan that found nothing to evict (0: none).
-    stuck_at: AtomicU32,
+    /// Bit `i`: shard `i`'s ring is not empty (64 shards at most).
+    rings: AtomicU64,
+    /// Bit `i`: shard `i` has parked entries (failing or pinned).
+    parked: AtomicU64,
+    /// Bit `i`: shard `i` has idle breakers holding counted failures.
+    failing: AtomicU64,
+    /// Where the next look at another shard's parked entries starts.
+    helper: AtomicUsize,
 }
 
 impl<K> fmt::Debug for BreakerRegistry<K> {
@@ -289,7 +378,10 @@ where
             base: Instant::now(),
             overflow,
             overflowing: AtomicBool::new(false),
-            stuck_at: AtomicU32::new(0),
+            rings: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
+            failing: AtomicU64::new(0),
+            helper: AtomicUsize::new(0),
         })
     }
 
@@ -311,6 +403,12 @@ where
                 for (h, e) in shard.map.into_iter().chain(shard.collisions) {
                     write(&self.shards[self.shard_of(h)]).insert(h, e);
                 }
+            }
+            // Every entry is back in a ring, to be sorted again.
+            self.parked = AtomicU64::new(0);
+            self.failing = AtomicU64::new(0);
+            for (i, shard) in self.shards.iter().enumerate() {
+                self.publish(i, &read(shard));
             }
         }
         self
@@ -351,6 +449,16 @@ where
         (h >> 32) as usize & (self.shards.len() - 1)
     }
 
+    /// The time of one operation: `now`, the coarse clock and the TTL in
+    /// its ticks.
+    fn at(&self, now: Instant) -> At {
+        At {
+            now,
+            tick: self.tick(now),
+            ttl: self.ttl_ticks(),
+        }
+    }
+
     /// The coarse clock, saturating below the `TOUCHED` sentinel (reached
     /// after 497 days; mutants of that limit are equivalent before then).
     fn tick(&self, now: Instant) -> u32 {
@@ -370,9 +478,11 @@ where
     ///
     /// A lookup of an existing key takes a shared lock on one of up to 64
     /// shards, never an exclusive lock over the map, and reads no clock. A
-    /// new key reads the clock once, may run housekeeping on its shard, and,
-    /// if the registry is full and nothing can be evicted, returns the shared
-    /// [overflow breaker](Self::overflow).
+    /// new key reads the clock once and looks at a few entries of its shard
+    /// for housekeeping; if the registry is full it evicts one breaker (see
+    /// the [module docs](crate::registry) for which), or, if none can go,
+    /// returns the shared [overflow breaker](Self::overflow). The work per
+    /// new key is bounded (amortised) and never a scan of the map.
     ///
     /// ```
     /// # use safecall::{BreakerConfig, BreakerRegistry};
@@ -403,31 +513,40 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
-        let now = Instant::now();
-        let tick = self.tick(now);
+        let at = self.at(Instant::now());
         let home = self.shard_of(h);
-        if !self.reserve() {
-            self.make_room(home, now);
-            if !self.reserve() {
-                // Another thread may have created the key meanwhile.
-                if let Some(e) = read(&self.shards[home]).find(h, key) {
-                    return Breaker(Arc::clone(e) as Arc<Inner<_>>);
-                }
-                if !self.overflowing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        target: "safecall::registry",
-                        max_keys = self.max_keys,
-                        "breaker registry full and no idle closed breaker to evict: \
-                         new keys share the overflow breaker"
-                    );
-                }
-                return self.overflow.clone();
+        let room = self.reserve() || self.make_room(home, at) && self.reserve();
+        if !room {
+            // Another thread may have created the key meanwhile.
+            if let Some(e) = read(&self.shards[home]).find(h, key) {
+                return Breaker(Arc::clone(e) as Arc<Inner<_>>);
             }
+            if !self.overflowing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    target: "safecall::registry",
+                    max_keys = self.max_keys,
+                    "breaker registry full and no idle closed breaker to evict: \
+                     new keys share the overflow breaker"
+                );
+            }
+            return self.overflow.clone();
         }
         let mut g = write(&self.shards[home]);
         if let Some(e) = g.find(h, key) {
             self.len.fetch_sub(1, Ordering::Relaxed);
             return Breaker(Arc::clone(e) as Arc<Inner<_>>);
+        }
+        // Housekeeping, a few steps of the hands per new key (before the
+        // new entry joins the ring: its handle is about to be returned).
+        for (q, steps) in TIDY {
+            for _ in 0..steps {
+                if matches!(
+                    self.step(&mut g, q, at, Goal::Tidy),
+                    Step::Empty | Step::Stopped
+                ) {
+                    break;
+                }
+            }
         }
         let settings = if self.overrides.is_empty() {
             &self.settings
@@ -438,15 +557,9 @@ where
             core: Core::new(Arc::clone(settings)),
             key: key.to_owned(),
         });
-        entry.core.set_seen(tick);
+        entry.core.set_seen(at.tick);
         g.insert(h, Arc::clone(&entry));
-        // Nothing can expire sooner than a TTL after its last use, so a shard
-        // is swept for expiry at most every quarter TTL (on an insert).
-        // (The cadence is a cost knob: sweeping more often evicts nothing
-        // early, so mutants of it are equivalent.)
-        if tick.wrapping_sub(g.last_sweep) >= (self.ttl_ticks() / 4).max(1) {
-            self.sweep(&mut g, now, false);
-        }
+        self.publish(home, &g);
         drop(g);
         if self.overflowing.load(Ordering::Relaxed) {
             self.overflowing.store(false, Ordering::Relaxed);
@@ -463,85 +576,169 @@ where
             .is_ok()
     }
 
-    /// The registry is full: evict from the home shard, else from the others.
-    fn make_room(&self, home: usize, now: Instant) {
-        let tick = self.tick(now);
-        if self.sweep(&mut write(&self.shards[home]), now, true) > 0 {
-            return;
-        }
-        if self.stuck_at.load(Ordering::Relaxed) == tick.wrapping_add(1) {
-            return; // scanned everything this tick already: nothing to evict
+    /// The registry is full: evict one breaker. In order: an idle pristine
+    /// breaker (or one past its TTL) from the rings, the home shard's first,
+    /// then the other shards' with entries in theirs; else one that became
+    /// evictable among a few parked entries of the home shard and of one
+    /// other; else, when no ring holds anything, an idle breaker holding
+    /// counted failures. Returns whether one was evicted.
+    ///
+    /// Each entry taken off a ring was put there once by an insert or a
+    /// revisit, so the rings' steps are paid for by inserts (and by the
+    /// lookups whose use marks they clear); the revisits are bounded.
+    fn make_room(&self, home: usize, at: At) -> bool {
+        if self.rings_pass(home, at) {
+            return true;
         }
         let n = self.shards.len();
-        for i in 1..n {
-            let idx = (home + i) & (n - 1);
-            if self.sweep(&mut write(&self.shards[idx]), now, true) > 0 {
-                return;
+        let mut revisited = self.revisit(home, at);
+        let others = self.parked.load(Ordering::Relaxed) & !(1 << home);
+        if !revisited && others != 0 {
+            let from = self.helper.load(Ordering::Relaxed) % n;
+            let idx = (from + others.rotate_right(from as u32).trailing_zeros() as usize) % n;
+            self.helper.store(idx + 1, Ordering::Relaxed);
+            revisited = self.revisit(idx, at);
+        }
+        // Parked breakers used since the hand passed went back to a ring
+        // (their second chance): they may go now.
+        if revisited || self.rings.load(Ordering::Relaxed) != 0 && self.rings_pass(home, at) {
+            return true;
+        }
+        if self.rings.load(Ordering::Relaxed) == 0 {
+            for i in 0..n {
+                let idx = (home + i) & (n - 1);
+                if self.failing.load(Ordering::Relaxed) & (1 << idx) != 0
+                    && self.run(idx, Queue::Failing, Goal::LastResort, at, None)
+                {
+                    return true;
+                }
             }
         }
-        self.stuck_at.store(tick.wrapping_add(1), Ordering::Relaxed);
+        false
     }
 
-    /// Evict the shard's idle closed breakers past their TTL, and if
-    /// `need_room` and none was, its least recently used eighth of idle
-    /// closed breakers (at least one), so that the next inserts find room
-    /// without a sweep each. Returns how many were evicted.
-    fn sweep(&self, g: &mut Shard<K>, now: Instant, need_room: bool) -> usize {
-        let tick = self.tick(now);
-        g.last_sweep = tick;
-        let ttl = self.ttl_ticks();
-        let mut expired: Vec<(u64, Entry<K>)> = Vec::new();
-        let mut idle: Vec<(u32, u64, Entry<K>)> = Vec::new();
-        for (h, e) in g.entries() {
-            let mut seen = e.core.seen();
-            if seen == TOUCHED {
-                // Used since the last sweep: count it as used now (later than
-                // it was, so eviction can only come late).
-                e.core.set_seen(tick);
-                seen = tick;
-            }
-            // Only the map holds it (no handle, no permit), and it is closed.
-            if Arc::strong_count(e) != 1 || !e.core.is_idle_closed() {
-                continue;
-            }
-            if tick.wrapping_sub(seen) >= ttl {
-                expired.push((h, Arc::clone(e)));
-            } else if need_room {
-                idle.push((seen, h, Arc::clone(e)));
-            }
+    /// The rings, the home shard's first, then the others' with entries.
+    fn rings_pass(&self, home: usize, at: At) -> bool {
+        if self.run(home, Queue::Ring, Goal::Room, at, None) {
+            return true;
         }
-        let mut evicted = 0;
-        for (h, e) in expired {
-            evicted += usize::from(g.remove(h, &e));
-        }
-        if need_room && evicted == 0 && !idle.is_empty() {
-            let k = (g.len() / 8).clamp(1, idle.len());
-            // The k longest unused first.
-            idle.select_nth_unstable_by_key(k - 1, |(seen, _, _)| {
-                std::cmp::Reverse(tick.wrapping_sub(*seen))
-            });
-            for (_, h, e) in idle.into_iter().take(k) {
-                evicted += usize::from(g.remove(h, &e));
+        let n = self.shards.len();
+        (1..n).any(|i| {
+            let idx = (home + i) & (n - 1);
+            self.rings.load(Ordering::Relaxed) & (1 << idx) != 0
+                && self.run(idx, Queue::Ring, Goal::Room, at, None)
+        })
+    }
+
+    /// A bounded look at shard `idx`'s parked entries, evicting one that
+    /// has become an idle pristine breaker or passed its TTL.
+    fn revisit(&self, idx: usize, at: At) -> bool {
+        self.run(idx, Queue::Pinned, Goal::Room, at, Some(REVISIT))
+            || self.run(idx, Queue::Failing, Goal::Room, at, Some(REVISIT))
+    }
+
+    /// Move the hand over shard `idx`'s queue `q` until one entry is
+    /// evicted, the queue is empty, or `limit` steps are taken (default:
+    /// two laps, the first of which may only clear use marks). The shard's
+    /// lock is taken for at most `CHUNK` steps at a time. Returns whether
+    /// an entry was evicted.
+    fn run(&self, idx: usize, q: Queue, goal: Goal, at: At, limit: Option<usize>) -> bool {
+        let mut left = None;
+        loop {
+            let mut g = write(&self.shards[idx]);
+            let left = left.get_or_insert_with(|| limit.unwrap_or(2 * g.queue(q).len() + 1));
+            let mut end = None;
+            for _ in 0..CHUNK {
+                if *left == 0 {
+                    end = Some(false);
+                    break;
+                }
+                *left -= 1;
+                match self.step(&mut g, q, at, goal) {
+                    Step::Evicted => end = Some(true),
+                    Step::Empty | Step::Stopped => end = Some(false),
+                    Step::Kept => continue,
+                }
+                break;
             }
-        }
-        // (Skipping a zero subtraction is only a saving: `>` → `>=` is an
-        // equivalent mutant.)
-        if evicted > 0 {
-            self.len.fetch_sub(evicted, Ordering::Relaxed);
-        }
-        // Breakers kept but idle give back their window and machine once
-        // those hold nothing a fresh breaker would not.
-        for e in g
-            .map
-            .values_mut()
-            .chain(g.collisions.iter_mut().map(|(_, e)| e))
-        {
-            if let Some(inner) = Arc::get_mut(e) {
-                let idle_ticks = tick.wrapping_sub(inner.core.seen());
-                inner.core.compact(now, TICK.saturating_mul(idle_ticks));
+            self.publish(idx, &g);
+            if let Some(evicted) = end {
+                return evicted;
             }
         }
-        evicted
+    }
+
+    /// One step of a hand: look at the entry at the front of queue `q`;
+    /// evict it if `goal` allows, else queue it by what it is now.
+    fn step(&self, g: &mut Shard<K>, q: Queue, at: At, goal: Goal) -> Step {
+        let Some(h) = g.queue(q).pop_front() else {
+            return Step::Empty;
+        };
+        #[cfg(test)]
+        EXAMINED.with(|n| n.set(n.get() + 1));
+        let Some(e) = g.map.get_mut(&h) else {
+            return Step::Kept; // already gone
+        };
+        let mut seen = e.core.seen();
+        let used = seen == TOUCHED;
+        if used {
+            // Used since the hand last passed: count it as used now (later
+            // than it was, so eviction can only come late).
+            e.core.set_seen(at.tick);
+            seen = at.tick;
+        }
+        let idle_ticks = at.tick.wrapping_sub(seen);
+        // Only the map holds it (no handle, no permit): it may go, and give
+        // back its window and machine once those hold nothing a fresh
+        // breaker would not.
+        let held = Arc::strong_count(e) != 1;
+        if let Some(inner) = Arc::get_mut(e) {
+            inner.core.compact(at.now, TICK.saturating_mul(idle_ticks));
+        }
+        let to = if held || !e.core.is_idle_closed() {
+            Queue::Pinned
+        } else if e.core.holds_counted_failures() {
+            Queue::Failing
+        } else {
+            Queue::Ring
+        };
+        let evict = to != Queue::Pinned
+            && (idle_ticks >= at.ttl
+                || !used
+                    && match to {
+                        Queue::Ring => matches!(goal, Goal::Room | Goal::LastResort),
+                        _ => goal == Goal::LastResort,
+                    });
+        if evict {
+            g.evict(h);
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            Step::Evicted
+        } else if q == Queue::Ring && to == Queue::Ring && !used && goal == Goal::Tidy {
+            g.ring.push_front(h);
+            Step::Stopped
+        } else {
+            g.queue(to).push_back(h);
+            Step::Kept
+        }
+    }
+
+    /// Mirror shard `idx`'s queues into the registry's bit masks. Called
+    /// with the shard's lock held (only its holder changes its bits).
+    fn publish(&self, idx: usize, g: &Shard<K>) {
+        let bit = 1u64 << idx;
+        for (mask, on) in [
+            (&self.rings, !g.ring.is_empty()),
+            (&self.parked, !g.failing.is_empty() || !g.pinned.is_empty()),
+            (&self.failing, !g.failing.is_empty()),
+        ] {
+            if (mask.load(Ordering::Relaxed) & bit != 0) != on {
+                if on {
+                    mask.fetch_or(bit, Ordering::Relaxed);
+                } else {
+                    mask.fetch_and(!bit, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 
@@ -586,15 +783,27 @@ where
 
     /// Evict now every idle closed breaker past its TTL, compact the idle
     /// ones kept (a breaker whose window has emptied gives back its window
-    /// and state machine, about 150 bytes), and release the maps' spare
-    /// capacity. Housekeeping also runs by itself as new keys arrive.
+    /// and state machine, about 150 bytes), sort every entry again for
+    /// eviction, and release the maps' spare capacity. This looks at every
+    /// entry; housekeeping also runs by itself, a few entries per new key.
     pub fn retain_recent(&self) {
-        let now = Instant::now();
-        for shard in self.shards.iter() {
+        let at = self.at(Instant::now());
+        for (idx, shard) in self.shards.iter().enumerate() {
             let mut g = write(shard);
-            self.sweep(&mut g, now, false);
+            let mut all = std::mem::take(&mut g.ring);
+            all.append(&mut g.failing);
+            all.append(&mut g.pinned);
+            let n = all.len();
+            g.ring = all;
+            for _ in 0..n {
+                self.step(&mut g, Queue::Ring, at, Goal::Sort);
+            }
             g.map.shrink_to_fit();
             g.collisions.shrink_to_fit();
+            g.ring.shrink_to_fit();
+            g.failing.shrink_to_fit();
+            g.pinned.shrink_to_fit();
+            self.publish(idx, &g);
         }
     }
 }
@@ -611,21 +820,29 @@ mod tests {
         }
     }
 
-    /// Keys `0..n` held in a registry of `max_keys` = `n`, and the shard each
-    /// lives in.
+    /// Keys `0..n` in a registry of `max_keys` = `n`, each held but those
+    /// picked by `free` (their handles dropped at once: the hand finds them
+    /// idle in their rings), and the shard each key lives in.
     fn full(
         n: u32,
-    ) -> (
-        BreakerRegistry<u32>,
-        Vec<Option<crate::Breaker>>,
-        Vec<usize>,
-    ) {
+        free: impl Fn(&BreakerRegistry<u32>, u32) -> bool,
+    ) -> (BreakerRegistry<u32>, Vec<Option<crate::Breaker>>) {
         let r: BreakerRegistry<u32> = BreakerRegistry::new(BreakerConfig::default())
             .max_keys(n as usize)
             .idle_ttl(Duration::from_secs(3600));
-        let held = (0..n).map(|k| Some(r.get(&k))).collect();
-        let shard = (0..n).map(|k| r.shard_of(r.hasher.hash_one(k))).collect();
-        (r, held, shard)
+        let held = (0..n)
+            .map(|k| Some(r.get(&k)).filter(|_| !free(&r, k)))
+            .collect();
+        (r, held)
+    }
+
+    fn shard_of_key(r: &BreakerRegistry<u32>, k: u32) -> usize {
+        r.shard_of(r.hasher.hash_one(k))
+    }
+
+    /// The first key of `0..n` in shard `s`.
+    fn first_in(r: &BreakerRegistry<u32>, s: usize) -> u32 {
+        (0..).find(|&k| shard_of_key(r, k) == s).unwrap()
     }
 
     /// A key from `from..` whose shard is `home`.
@@ -637,41 +854,112 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn making_room_evicts_from_the_home_shard_first_and_stops_there() {
-        let (r, mut held, shard) = full(1024);
+        // One idle breaker in the new key's shard (0) and one in shard 1.
+        let (r, held) = full(1024, |r, k| k == first_in(r, 0) || k == first_in(r, 1));
         assert_eq!(r.shards.len(), 4);
-        // One idle breaker in the new key's shard and one in another shard.
+        let (home_free, other_free) = (first_in(&r, 0), first_in(&r, 1));
         let new = key_in(&r, 0, 10_000);
-        let home_free = (0..1024).find(|&k| shard[k] == 0).unwrap();
-        let other_free = (0..1024).find(|&k| shard[k] == 1).unwrap();
-        held[home_free] = None;
-        held[other_free] = None;
         assert!(!r.get(&new).ptr_eq(r.overflow()));
         let keys: Vec<u32> = r.snapshot().into_iter().map(|s| s.key).collect();
-        assert!(!keys.contains(&(home_free as u32)), "the home shard's goes");
-        assert!(
-            keys.contains(&(other_free as u32)),
-            "no other shard is swept"
-        );
+        assert!(!keys.contains(&home_free), "the home shard's goes");
+        assert!(keys.contains(&other_free), "no other shard is swept");
         assert_eq!(r.len(), 1024);
+        drop(held);
     }
 
     #[tokio::test(start_paused = true)]
     async fn making_room_elsewhere_stops_at_the_first_shard_that_had_some() {
-        let (r, mut held, shard) = full(1024);
         // Nothing idle in the new key's shard (0); one idle in shards 1 and 2.
+        let (r, held) = full(1024, |r, k| k == first_in(r, 1) || k == first_in(r, 2));
+        let (in1, in2) = (first_in(&r, 1), first_in(&r, 2));
         let new = key_in(&r, 0, 10_000);
-        let in1 = (0..1024).find(|&k| shard[k] == 1).unwrap();
-        let in2 = (0..1024).find(|&k| shard[k] == 2).unwrap();
-        held[in1] = None;
-        held[in2] = None;
         assert!(!r.get(&new).ptr_eq(r.overflow()));
         let keys: Vec<u32> = r.snapshot().into_iter().map(|s| s.key).collect();
-        let gone = [in1, in2]
-            .iter()
-            .filter(|&&k| !keys.contains(&(k as u32)))
-            .count();
-        assert_eq!(gone, 1, "one shard swept, the next one untouched");
+        assert!(!keys.contains(&in1), "the next shard's goes");
+        assert!(keys.contains(&in2), "the one after is untouched");
         assert_eq!(r.len(), 1024);
+        drop(held);
+    }
+
+    /// Entries the hand looks at while `f` runs, on this thread.
+    fn examined(f: impl FnOnce()) -> u64 {
+        let before = EXAMINED.with(std::cell::Cell::get);
+        f();
+        EXAMINED.with(std::cell::Cell::get) - before
+    }
+
+    /// A registry of `cap` keys (`0..cap`), full, no handle held; with
+    /// `open`, every breaker tripped and open for an hour.
+    fn full_of(cap: u32, open: bool) -> BreakerRegistry<u32> {
+        let r: BreakerRegistry<u32> = BreakerRegistry::new(
+            BreakerConfig::default()
+                .consecutive_failures(1)
+                .open_duration(Duration::from_secs(3600)),
+        )
+        .max_keys(cap as usize)
+        .idle_ttl(Duration::from_secs(3600));
+        for k in 0..cap {
+            let b = r.get(&k);
+            if open {
+                b.try_acquire().unwrap().record(crate::Outcome::Failure);
+            }
+        }
+        assert_eq!(r.len(), cap as usize);
+        r
+    }
+
+    /// Issue 11, defect 3: at the cap with every breaker open, each new key
+    /// looked at a whole shard (and, once per 10 ms, the whole map) under a
+    /// write lock. Now the first new key may sort what the rings still hold
+    /// (paid for by those entries' inserts); every later one looks at a
+    /// bounded number of entries.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_key_at_the_cap_of_open_breakers_looks_at_a_bounded_number_of_entries() {
+        let cap = 4096;
+        let r = full_of(cap, true);
+        let first = examined(|| assert!(r.get(&cap).ptr_eq(r.overflow())));
+        assert!(first <= u64::from(cap), "{first}");
+        let mut most = 0;
+        for k in cap + 1..cap + 2001 {
+            let n = examined(|| assert!(r.get(&k).ptr_eq(r.overflow())));
+            most = most.max(n);
+        }
+        // The home shard's and one other shard's parked entries.
+        assert!(most <= 4 * REVISIT as u64, "{most} entries for one new key");
+        assert_eq!(r.len(), cap as usize);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_key_at_the_cap_of_idle_closed_breakers_looks_at_a_few_entries() {
+        let cap = 4096;
+        let r = full_of(cap, false);
+        let mut total = 0;
+        for k in cap..cap + 2000 {
+            total += examined(|| assert!(!r.get(&k).ptr_eq(r.overflow())));
+        }
+        // One victim, and the housekeeping steps.
+        assert!(total <= 2000 * 6, "{total} entries for 2,000 new keys");
+        assert_eq!(r.len(), cap as usize);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parked_breakers_that_close_again_become_evictable() {
+        let cap = 1024;
+        let r = full_of(cap, true);
+        assert!(r.get(&cap).ptr_eq(r.overflow()), "every breaker open");
+        // The provider is back: every tenant resets its breaker, which is
+        // now idle, closed and pristine, but parked as pinned.
+        for k in 0..cap {
+            r.get(&k).reset();
+        }
+        let mut overflowed = 0;
+        for k in cap + 1..cap + 1 + 2 * cap {
+            overflowed += u32::from(r.get(&k).ptr_eq(r.overflow()));
+        }
+        // The revisits find the closed breakers again, a bounded number per
+        // new key, so few new keys overflow meanwhile.
+        assert!(overflowed < cap / 4, "{overflowed} new keys overflowed");
+        assert!(!r.get(&(10 * cap)).ptr_eq(r.overflow()));
     }
 
     #[test]
@@ -689,9 +977,11 @@ mod tests {
         shard.insert(7, Arc::clone(&b));
         assert!(Arc::ptr_eq(shard.find(7, "a").unwrap(), &a));
         assert!(Arc::ptr_eq(shard.find(7, "b").unwrap(), &b));
-        assert!(shard.remove(7, &a));
+        assert_eq!(shard.ring, [7, 7], "one place in the ring each");
+        shard.evict(7);
         assert!(shard.find(7, "a").is_none());
         assert!(Arc::ptr_eq(shard.find(7, "b").unwrap(), &b));
+        assert!(shard.collisions.is_empty(), "b took a's place in the map");
         assert_eq!(shard.len(), 1);
     }
 }

@@ -209,6 +209,20 @@ impl Core {
             _ => BreakerState::Closed,
         }
     }
+
+    /// Whether the breaker holds a counted failure: a consecutive count
+    /// above zero or a failure in its window (one that has left the window
+    /// no longer counts). A breaker that never recorded a failure holds none.
+    pub(crate) fn holds_counted_failures(&self) -> bool {
+        let Some(ext) = self.ext.get() else {
+            return false;
+        };
+        if ext.consecutive.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        let at = ext.nanos(Instant::now());
+        ext.window.may_hold_failures(at) && ext.window.stats(at).failures > 0
+    }
 }
 
 impl Core {
