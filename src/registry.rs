@@ -688,32 +688,34 @@ where
             seen = at.tick;
         }
         let idle_ticks = at.tick.wrapping_sub(seen);
-        // Only the map holds it (no handle, no permit): it may go, and give
-        // back its window and machine once those hold nothing a fresh
-        // breaker would not.
-        let held = Arc::strong_count(e) != 1;
-        if let Some(inner) = Arc::get_mut(e) {
-            inner.core.compact(at.now, TICK.saturating_mul(idle_ticks));
+        // It may go only if the map alone holds it (no handle, no permit)
+        // and it is closed (not forced open, not cooling down).
+        if Arc::strong_count(e) != 1 || !e.core.is_idle_closed() {
+            g.pinned.push_back(h);
+            return Step::Kept;
         }
-        let to = if held || !e.core.is_idle_closed() {
-            Queue::Pinned
-        } else if e.core.holds_counted_failures() {
+        let to = if e.core.holds_counted_failures() {
             Queue::Failing
         } else {
             Queue::Ring
         };
-        let evict = to != Queue::Pinned
-            && (idle_ticks >= at.ttl
-                || !used
-                    && match to {
-                        Queue::Ring => matches!(goal, Goal::Room | Goal::LastResort),
-                        _ => goal == Goal::LastResort,
-                    });
+        let evict = idle_ticks >= at.ttl
+            || !used
+                && match to {
+                    Queue::Ring => matches!(goal, Goal::Room | Goal::LastResort),
+                    _ => goal == Goal::LastResort,
+                };
         if evict {
             g.evict(h);
             self.len.fetch_sub(1, Ordering::Relaxed);
-            Step::Evicted
-        } else if q == Queue::Ring && to == Queue::Ring && !used && goal == Goal::Tidy {
+            return Step::Evicted;
+        }
+        // Kept idle: it gives back its window and machine once those hold
+        // nothing a fresh breaker would not.
+        if let Some(inner) = Arc::get_mut(e) {
+            inner.core.compact(at.now, TICK.saturating_mul(idle_ticks));
+        }
+        if q == Queue::Ring && to == Queue::Ring && !used && goal == Goal::Tidy {
             g.ring.push_front(h);
             Step::Stopped
         } else {
