@@ -11,8 +11,11 @@
 //!
 //! - a closed breaker idle for [`idle_ttl`](BreakerRegistry::idle_ttl) is
 //!   evicted (it is equivalent to a fresh one);
-//! - at [`max_keys`](BreakerRegistry::max_keys), the least recently used idle
-//!   closed breakers are evicted first;
+//! - at [`max_keys`](BreakerRegistry::max_keys), a new key evicts an idle
+//!   *pristine* closed breaker first (no counted failure: losing it loses
+//!   nothing), roughly the least recently used; a closed breaker holding
+//!   counted failures (one failure from tripping, say) stays until its idle
+//!   TTL, unless nothing else can go;
 //! - an open, half-open, forced-open or cooling-down breaker is never evicted
 //!   (that would silently reset a tenant's protection), nor one whose handle
 //!   (a [`Breaker`] from `get`, or a permit borrowing one) is still held
@@ -24,6 +27,35 @@
 //!
 //! There is no task or timer per key, and no background task at all:
 //! housekeeping is amortised over the inserts of new keys.
+//!
+//! # How eviction stays cheap
+//!
+//! A new key into a full registry must not cost more when every breaker is
+//! open (a provider outage, when new tenants' first calls matter most) than
+//! when they are idle: it never scans the map, nor a shard. Each shard keeps
+//! its entries in three queues, by what each was when last looked at:
+//!
+//! - the *ring*: new entries and idle pristine breakers, in eviction order. A
+//!   hand takes entries off its front: one used since the hand last passed
+//!   gets a second chance at the back (the CLOCK approximation of least
+//!   recently used), an idle pristine one is the victim, and anything else
+//!   moves to one of the other queues;
+//! - *failing*: idle closed breakers holding counted failures;
+//! - *pinned*: breakers that could not go (open, half-open, forced, cooling
+//!   down, or a handle held).
+//!
+//! A breaker's state changes, and handles drop, without the registry being
+//! told, so parked entries are looked at again at a bounded rate: a few per
+//! new key as housekeeping, 16 of the new key's shard and 16 of one other
+//! shard when making room. A new key at the cap takes, in order: a victim
+//! from the rings (its own shard's first), one that became evictable among
+//! those revisited parked entries, and, when no ring holds anything, a
+//! breaker holding counted failures; else it gets the overflow breaker. Each
+//! entry taken off a ring was put there by an insert or a revisit, so the
+//! rings' steps are paid for by inserts (and by the lookups whose use marks
+//! they clear); the rest is bounded. The price: a breaker released after a
+//! long hold, or closed again after an outage, is found within a bounded
+//! number of new keys rather than by the first one.
 //!
 //! # Examples
 //!
@@ -66,7 +98,7 @@ use tokio::time::Instant;
 use crate::ConfigError;
 use crate::breaker::{Breaker, BreakerConfig, BreakerSnapshot, Core, Inner, Settings};
 
-/// Stamp of an entry used since the last sweep.
+/// Stamp of an entry used since the eviction hand last passed it.
 const TOUCHED: u32 = u32::MAX;
 /// The registry's coarse clock ticks in units of 10 ms.
 const TICK: Duration = Duration::from_millis(10);
@@ -385,10 +417,13 @@ where
         })
     }
 
-    /// The most keys kept at once (default 100,000). At the cap, the least
-    /// recently used idle closed breakers are evicted; when none can be, new
-    /// keys share the [overflow breaker](Self::overflow). Zero sends every
-    /// key to the overflow breaker.
+    /// The most keys kept at once (default 100,000). At the cap, a new key
+    /// evicts an idle pristine closed breaker (roughly the least recently
+    /// used), else, only when nothing else can go, an idle closed breaker
+    /// holding counted failures; when none can go, new keys share the
+    /// [overflow breaker](Self::overflow). See the
+    /// [module docs](crate::registry). Zero sends every key to the overflow
+    /// breaker.
     #[must_use]
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
@@ -415,8 +450,10 @@ where
     }
 
     /// How long a closed breaker may stay unused before it is evicted
-    /// (default 10 minutes). Precision: 10 ms, and housekeeping runs when new
-    /// keys are inserted, so eviction may come later than this, never sooner.
+    /// (default 10 minutes). Precision: 10 ms, and housekeeping looks at a
+    /// few entries per new key (or at all of them in
+    /// [`retain_recent`](Self::retain_recent)), so eviction may come later
+    /// than this, never sooner.
     #[must_use]
     pub fn idle_ttl(mut self, ttl: Duration) -> Self {
         self.idle_ttl = ttl;
@@ -746,7 +783,7 @@ where
 
 /// # Housekeeping
 ///
-/// Counts and sweeps are approximate under concurrency: a key inserted or
+/// Counts and housekeeping are approximate under concurrency: a key inserted or
 /// evicted by another thread during the call may or may not be seen.
 impl<K> BreakerRegistry<K>
 where
