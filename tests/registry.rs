@@ -494,3 +494,23 @@ async fn a_full_registry_of_open_breakers_sends_a_flood_to_the_overflow_breaker(
     assert_eq!(r.len(), 1024);
     assert!(keys_of(&r).iter().all(|&k| k < 1024));
 }
+
+#[tokio::test(start_paused = true)]
+async fn breakers_holding_failures_past_their_ttl_go_before_those_within_it() {
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(tolerant())
+        .max_keys(4)
+        .idle_ttl(60 * S);
+    for k in 0..4 {
+        fail(&r.get(&k), 4);
+    }
+    advance(61 * S).await;
+    // 2 and 3 are used again; 0 and 1 are past their TTL.
+    for k in 2..4 {
+        let _ = r.get(&k);
+    }
+    assert_eq!(r.len(), 4, "full");
+    for k in 100..102 {
+        assert!(!r.get(&k).ptr_eq(r.overflow()));
+    }
+    assert_eq!(keys_of(&r), vec![2, 3, 100, 101]);
+}
