@@ -13,7 +13,8 @@
 //!   evicted (it is equivalent to a fresh one);
 //! - at [`max_keys`](BreakerRegistry::max_keys), a new key evicts an idle
 //!   *pristine* closed breaker first (no counted failure: losing it loses
-//!   nothing), roughly the least recently used; a closed breaker holding
+//!   nothing), roughly the least recently used, unless the hand first meets
+//!   one past its idle TTL (which goes anyway); a closed breaker holding
 //!   counted failures (one failure from tripping, say) stays until its idle
 //!   TTL, unless nothing else can go;
 //! - an open, half-open, forced-open or cooling-down breaker is never evicted
@@ -47,8 +48,9 @@
 //! A breaker's state changes, and handles drop, without the registry being
 //! told, so parked entries are looked at again at a bounded rate: a few per
 //! new key as housekeeping, 16 of the new key's shard and 16 of one other
-//! shard when making room. A new key at the cap takes, in order: a victim
-//! from the rings (its own shard's first), one that became evictable among
+//! shard when making room. A new key at the cap takes, in order: a breaker
+//! past its TTL at the front of its shard's failing queue, a victim from the
+//! rings (its own shard's first), one that became evictable among
 //! those revisited parked entries, and, when no ring holds anything, a
 //! breaker holding counted failures; else it gets the overflow breaker. Each
 //! entry taken off a ring was put there by an insert or a revisit, so the
@@ -107,6 +109,9 @@ const MAX_SHARDS: usize = 64;
 /// Housekeeping per new key: steps of the hands over the home shard's ring,
 /// failing and pinned entries.
 const TIDY: [(Queue, usize); 3] = [(Queue::Ring, 2), (Queue::Failing, 1), (Queue::Pinned, 1)];
+/// Entries of the home shard's failing queue looked at first when making
+/// room, for one past its TTL.
+const EXPIRED_GLANCE: usize = 2;
 /// Parked entries looked at again per shard when making room.
 const REVISIT: usize = 16;
 /// Most steps of a hand per taking of a shard's lock.
@@ -613,8 +618,10 @@ where
             .is_ok()
     }
 
-    /// The registry is full: evict one breaker. In order: an idle pristine
-    /// breaker (or one past its TTL) from the rings, the home shard's first,
+    /// The registry is full: evict one breaker. In order: a breaker holding
+    /// failures past its TTL at the front of the home shard's failing queue,
+    /// an idle pristine breaker (or one past its TTL) from the rings, the
+    /// home shard's first,
     /// then the other shards' with entries in theirs; else one that became
     /// evictable among a few parked entries of the home shard and of one
     /// other; else, when no ring holds anything, an idle breaker holding
@@ -624,6 +631,15 @@ where
     /// revisit, so the rings' steps are paid for by inserts (and by the
     /// lookups whose use marks they clear); the revisits are bounded.
     fn make_room(&self, home: usize, at: At) -> bool {
+        // A breaker holding failures past its TTL would go anyway: it goes
+        // before a pristine one that may be used again (a glance at the
+        // front of the home shard's failing queue, which the hands keep
+        // roughly in last-use order).
+        if self.has(&self.failing, home)
+            && self.run(home, Queue::Failing, Goal::Tidy, at, Some(EXPIRED_GLANCE))
+        {
+            return true;
+        }
         if self.rings_pass(home, at) {
             return true;
         }
@@ -644,7 +660,7 @@ where
         if self.rings.load(Ordering::Relaxed) == 0 {
             for i in 0..n {
                 let idx = (home + i) & (n - 1);
-                if self.failing.load(Ordering::Relaxed) & (1 << idx) != 0
+                if self.has(&self.failing, idx)
                     && self.run(idx, Queue::Failing, Goal::LastResort, at, None)
                 {
                     return true;
@@ -656,22 +672,25 @@ where
 
     /// The rings, the home shard's first, then the others' with entries.
     fn rings_pass(&self, home: usize, at: At) -> bool {
-        if self.run(home, Queue::Ring, Goal::Room, at, None) {
-            return true;
-        }
         let n = self.shards.len();
-        (1..n).any(|i| {
+        (0..n).any(|i| {
             let idx = (home + i) & (n - 1);
-            self.rings.load(Ordering::Relaxed) & (1 << idx) != 0
-                && self.run(idx, Queue::Ring, Goal::Room, at, None)
+            self.has(&self.rings, idx) && self.run(idx, Queue::Ring, Goal::Room, at, None)
         })
     }
 
     /// A bounded look at shard `idx`'s parked entries, evicting one that
     /// has become an idle pristine breaker or passed its TTL.
     fn revisit(&self, idx: usize, at: At) -> bool {
-        self.run(idx, Queue::Pinned, Goal::Room, at, Some(REVISIT))
-            || self.run(idx, Queue::Failing, Goal::Room, at, Some(REVISIT))
+        self.has(&self.parked, idx)
+            && (self.run(idx, Queue::Pinned, Goal::Room, at, Some(REVISIT))
+                || self.has(&self.failing, idx)
+                    && self.run(idx, Queue::Failing, Goal::Room, at, Some(REVISIT)))
+    }
+
+    /// Whether shard `idx`'s bit is set in `mask`.
+    fn has(&self, mask: &AtomicU64, idx: usize) -> bool {
+        mask.load(Ordering::Relaxed) & (1 << idx) != 0
     }
 
     /// Move the hand over shard `idx`'s queue `q` until one entry is
