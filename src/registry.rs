@@ -619,13 +619,12 @@ where
     }
 
     /// The registry is full: evict one breaker. In order: a breaker holding
-    /// failures past its TTL at the front of the home shard's failing queue,
+    /// failures past its TTL at the front of the home shard's failing queue;
     /// an idle pristine breaker (or one past its TTL) from the rings, the
-    /// home shard's first,
-    /// then the other shards' with entries in theirs; else one that became
-    /// evictable among a few parked entries of the home shard and of one
-    /// other; else, when no ring holds anything, an idle breaker holding
-    /// counted failures. Returns whether one was evicted.
+    /// home shard's first, then the other shards' with entries in theirs;
+    /// one that became evictable among a few parked entries of the home
+    /// shard and of one other; and, when no ring holds anything, an idle
+    /// breaker holding counted failures. Returns whether one was evicted.
     ///
     /// Each entry taken off a ring was put there once by an insert or a
     /// revisit, so the rings' steps are paid for by inserts (and by the
