@@ -514,3 +514,41 @@ async fn breakers_holding_failures_past_their_ttl_go_before_those_within_it() {
     }
     assert_eq!(keys_of(&r), vec![2, 3, 100, 101]);
 }
+
+#[test]
+fn threads_flooding_a_full_registry_keep_the_cap_and_one_breaker_per_key() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let _g = rt.enter();
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(512);
+    // A quarter of the first keys open: they must all stay.
+    for k in 0..512 {
+        let b = r.get(&k);
+        if k % 4 == 0 {
+            trip(&b);
+        }
+    }
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let (r, h) = (&r, rt.handle().clone());
+            s.spawn(move || {
+                let _g = h.enter();
+                // Overlapping ranges: threads race on the same new keys.
+                for k in (1_000 + t * 500)..(4_000 + t * 500) {
+                    let _ = r.get(&k);
+                }
+            });
+        }
+    });
+    assert!(r.len() <= 512);
+    let keys = keys_of(&r);
+    assert_eq!(keys.len(), r.len(), "len counts every stored key");
+    let mut unique = keys.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), keys.len(), "one breaker per key");
+    let open: Vec<u32> = keys.iter().copied().filter(|&k| k < 512).collect();
+    assert_eq!(open, (0..512).step_by(4).collect::<Vec<_>>());
+}
