@@ -45,9 +45,14 @@
 //! - *pinned*: breakers that could not go (open, half-open, forced, cooling
 //!   down, or a handle held).
 //!
+//! Housekeeping is a few steps per new key in its shard: the ring's hand
+//! evicts breakers past their TTL from its front, one parked entry of each
+//! kind is looked at again, and two idle breakers of the ring give back
+//! their window and machine in place if those have emptied.
+//!
 //! A breaker's state changes, and handles drop, without the registry being
-//! told, so parked entries are looked at again at a bounded rate: a few per
-//! new key as housekeeping, 16 of the new key's shard and 16 of one other
+//! told, so parked entries are looked at again at a bounded rate: one of
+//! each kind per new key as housekeeping, 16 of the new key's shard and 16 of one other
 //! shard when making room. A new key at the cap takes, in order: a breaker
 //! past its TTL at the front of its shard's failing queue, a victim from the
 //! rings (its own shard's first), one that became evictable among
@@ -112,6 +117,8 @@ const TIDY: [(Queue, usize); 3] = [(Queue::Ring, 2), (Queue::Failing, 1), (Queue
 /// Entries of the home shard's failing queue looked at first when making
 /// room, for one past its TTL.
 const EXPIRED_GLANCE: usize = 2;
+/// Ring entries compacted in place per new key.
+const COMPACT_STEPS: usize = 2;
 /// Parked entries looked at again per shard when making room.
 const REVISIT: usize = 16;
 /// Most steps of a hand per taking of a shard's lock.
@@ -202,6 +209,8 @@ thread_local! {
     /// Entries the hand looked at on this thread (tests bound the work per
     /// new key with it).
     static EXAMINED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Breakers compacted on this thread.
+    static COMPACTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 struct Shard<K> {
@@ -213,6 +222,9 @@ struct Shard<K> {
     /// these takes its place, so the queues' hashes always name a map entry.
     collisions: Vec<(u64, Entry<K>)>,
     ring: VecDeque<u64>,
+    /// Position in the ring of the next entry to compact, kept on the same
+    /// entry as the ring's front moves.
+    compact_at: usize,
     failing: VecDeque<u64>,
     pinned: VecDeque<u64>,
 }
@@ -223,6 +235,7 @@ impl<K> Shard<K> {
             map: HashMap::default(),
             collisions: Vec::new(),
             ring: VecDeque::new(),
+            compact_at: 0,
             failing: VecDeque::new(),
             pinned: VecDeque::new(),
         }
@@ -287,6 +300,16 @@ impl<K> Shard<K> {
             .iter()
             .map(|(h, e)| (*h, e))
             .chain(self.collisions.iter().map(|(h, e)| (*h, e)))
+    }
+}
+
+/// Drop an idle breaker's window and machine if they hold nothing a fresh
+/// breaker would not; it has not been handed out for `idle_ticks`.
+fn compact<K>(inner: &mut Inner<K>, at: At, idle_ticks: u32) {
+    let _done = inner.core.compact(at.now, TICK.saturating_mul(idle_ticks));
+    #[cfg(test)]
+    if _done {
+        COMPACTED.with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -590,6 +613,7 @@ where
                 }
             }
         }
+        self.compact_some(&mut g, at);
         let settings = if self.overrides.is_empty() {
             &self.settings
         } else {
@@ -729,6 +753,9 @@ where
         let Some(h) = g.queue(q).pop_front() else {
             return Step::Empty;
         };
+        if q == Queue::Ring {
+            g.compact_at = g.compact_at.saturating_sub(1);
+        }
         #[cfg(test)]
         EXAMINED.with(|n| n.set(n.get() + 1));
         let Some(e) = g.map.get_mut(&h) else {
@@ -768,14 +795,42 @@ where
         // Kept idle: it gives back its window and machine once those hold
         // nothing a fresh breaker would not.
         if let Some(inner) = Arc::get_mut(e) {
-            inner.core.compact(at.now, TICK.saturating_mul(idle_ticks));
+            compact(inner, at, idle_ticks);
         }
         if q == Queue::Ring && to == Queue::Ring && !used && goal == Goal::Tidy {
             g.ring.push_front(h);
+            g.compact_at += 1;
             Step::Stopped
         } else {
             g.queue(to).push_back(h);
             Step::Kept
+        }
+    }
+
+    /// Compact a few idle breakers of the ring in place, without moving
+    /// them (the ring's order is its eviction order) or clearing their use
+    /// marks: breakers that went idle give back their window and machine
+    /// before their TTL, without a sweep.
+    fn compact_some(&self, g: &mut Shard<K>, at: At) {
+        for _ in 0..COMPACT_STEPS {
+            let n = g.ring.len();
+            if n == 0 {
+                return;
+            }
+            let i = g.compact_at % n;
+            g.compact_at = i + 1;
+            let Some(&h) = g.ring.get(i) else {
+                return;
+            };
+            if let Some(inner) = g.map.get_mut(&h).and_then(Arc::get_mut) {
+                let seen = inner.core.seen();
+                let idle_ticks = if seen == TOUCHED {
+                    0
+                } else {
+                    at.tick.wrapping_sub(seen)
+                };
+                compact(inner, at, idle_ticks);
+            }
         }
     }
 
@@ -1017,6 +1072,26 @@ mod tests {
         // new key, so few new keys overflow meanwhile.
         assert!(overflowed < cap / 4, "{overflowed} new keys overflowed");
         assert!(!r.get(&(10 * cap)).ptr_eq(r.overflow()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_breakers_are_compacted_a_few_per_new_key_without_a_sweep() {
+        let r: BreakerRegistry<u32> = BreakerRegistry::new(BreakerConfig::default()).max_keys(1024);
+        assert_eq!(r.shards.len(), 4);
+        for k in 0..100 {
+            r.get(&k)
+                .try_acquire()
+                .unwrap()
+                .record(crate::Outcome::Success);
+        }
+        tokio::time::advance(Duration::from_secs(31)).await; // windows empty
+        let before = COMPACTED.with(std::cell::Cell::get);
+        for k in 1_000..1_200 {
+            let _ = r.get(&k);
+        }
+        let compacted = COMPACTED.with(std::cell::Cell::get) - before;
+        assert_eq!(compacted, 100, "every idle breaker gave back its window");
+        assert_eq!(r.len(), 300, "and none was evicted");
     }
 
     #[test]
