@@ -82,8 +82,16 @@ async fn ttl_eviction_runs_by_itself_as_new_keys_arrive() {
         let _ = r.get(&k);
     }
     advance(61 * S).await;
-    let _ = r.get(&1000); // housekeeping on insert
-    assert_eq!(r.len(), 1);
+    // Housekeeping looks at a few entries per new key: 50 new keys take the
+    // hand past every old one.
+    for k in 1000..1050 {
+        let _ = r.get(&k);
+    }
+    assert_eq!(r.len(), 50);
+    assert!(
+        r.snapshot().iter().all(|s| s.key >= 1000),
+        "the idle ones went"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -152,6 +160,23 @@ async fn a_cool_down_ends_at_max_cooldown_and_the_key_can_then_go() {
         !r.get("new").ptr_eq(r.overflow()),
         "the cooled key made room"
     );
+}
+
+/// A cool-down that has run out pins nothing, though nobody has called the
+/// key since (its flag is only cleared by the next call).
+#[tokio::test(start_paused = true)]
+async fn a_key_whose_cool_down_ran_out_can_go_without_another_call() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(cfg()).max_keys(1).idle_ttl(S);
+    r.get("quiet")
+        .try_acquire()
+        .unwrap()
+        .record(Outcome::RetryAfter(10 * S));
+    advance(5 * S).await;
+    r.retain_recent();
+    assert!(r.get("new").ptr_eq(r.overflow()), "still cooling: kept");
+    advance(6 * S).await;
+    r.retain_recent();
+    assert!(!r.get("new").ptr_eq(r.overflow()), "the cool-down ran out");
 }
 
 #[tokio::test(start_paused = true)]
@@ -351,16 +376,225 @@ async fn the_overflow_warning_is_logged_once_per_episode() {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_registry_evicts_from_other_shards_when_the_home_shard_has_nothing() {
-    // 1,024 keys make 4 shards. All breakers are held but one: a new key
-    // must find that one wherever it lives. Each round frees a different
-    // key, so rounds where it sits outside the new key's shard are all but
-    // certain (3 in 4 each).
+    // 1,024 keys make 4 shards. All breakers are held but one, released at
+    // its first use: a new key must find that one wherever it lives. Each
+    // round frees a different key, so rounds where it sits outside the new
+    // key's shard are all but certain (3 in 4 each).
     for round in 0..16u32 {
         let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(1024);
-        let mut held: Vec<Breaker> = (0..1024).map(|k| r.get(&k)).collect();
-        drop(held.swap_remove((round * 61) as usize));
+        let free = round * 61;
+        let held: Vec<Breaker> = (0..1024)
+            .filter_map(|k| Some(r.get(&k)).filter(|_| k != free))
+            .collect();
         let b = r.get(&(5_000 + round));
         assert!(!b.ptr_eq(r.overflow()), "round {round}: room existed");
         assert_eq!(r.len(), 1024);
+        drop(held);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_released_after_long_use_is_found_within_a_bounded_number_of_new_keys() {
+    // A handle held long parks its breaker; dropping it tells the registry
+    // nothing, so the breaker is looked at again at a bounded rate (16 parked
+    // entries of the new key's shard and of one other per new key), never
+    // by a scan of the map per key.
+    for round in 0..16u32 {
+        let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(1024);
+        let mut held: Vec<Breaker> = (0..1024).map(|k| r.get(&k)).collect();
+        assert!(r.get(&5_000).ptr_eq(r.overflow()), "all held");
+        drop(held.swap_remove((round * 61) as usize));
+        let tries = (5_001..)
+            .take(200)
+            .position(|k| !r.get(&k).ptr_eq(r.overflow()));
+        assert!(tries.is_some(), "round {round}: never found");
+        assert_eq!(r.len(), 1024);
+    }
+}
+
+/// A config where one failure does not trip: five in a row do.
+fn tolerant() -> BreakerConfig {
+    BreakerConfig::default()
+        .consecutive_failures(5)
+        .no_failure_rate()
+        .open_duration(30 * S)
+}
+
+fn fail(b: &Breaker, times: u32) {
+    for _ in 0..times {
+        b.try_acquire().expect("closed").record(Outcome::Failure);
+    }
+}
+
+fn keys_of(r: &BreakerRegistry<u32>) -> Vec<u32> {
+    let mut keys: Vec<u32> = r.snapshot().into_iter().map(|s| s.key).collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// Issue 11, defect 3: eviction at the cap took the least recently used idle
+/// closed breaker whatever it held, so a breaker one failure from tripping
+/// went before a pristine one used later.
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_pristine_breakers_go_before_ones_holding_failures() {
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(tolerant()).max_keys(8);
+    // The oldest four hold counted failures; the newest four are pristine.
+    for k in 0..4 {
+        fail(&r.get(&k), 4);
+        advance(S).await;
+    }
+    for k in 4..8 {
+        let _ = r.get(&k);
+        advance(S).await;
+    }
+    for k in 100..104 {
+        assert!(!r.get(&k).ptr_eq(r.overflow()));
+    }
+    assert_eq!(keys_of(&r), vec![0, 1, 2, 3, 100, 101, 102, 103]);
+    for s in r.snapshot().into_iter().filter(|s| s.key < 4) {
+        assert_eq!(s.consecutive_failures, 4, "key {} kept its count", s.key);
+    }
+}
+
+/// Issue 11, defect 3: a flood of new keys reset tenants one failure from
+/// tripping. They now stay until their idle TTL while anything else can go.
+#[tokio::test(start_paused = true)]
+async fn a_breaker_one_failure_from_tripping_survives_a_flood_until_its_ttl() {
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(tolerant())
+        .max_keys(1024)
+        .idle_ttl(600 * S);
+    let fragile: Vec<u32> = (0..1024).step_by(64).collect();
+    for &k in &fragile {
+        fail(&r.get(&k), 4);
+    }
+    for k in 0..1024 {
+        let _ = r.get(&k);
+    }
+    advance(10 * S).await;
+    let mut overflowed = 0;
+    for k in 10_000..30_000 {
+        overflowed += u32::from(r.get(&k).ptr_eq(r.overflow()));
+    }
+    assert_eq!(overflowed, 0, "the flood evicted its own idle keys");
+    assert_eq!(r.len(), 1024);
+    let survivors: Vec<_> = r
+        .snapshot()
+        .into_iter()
+        .filter(|s| s.key < 1024)
+        .map(|s| (s.key, s.consecutive_failures))
+        .collect();
+    let mut kept: Vec<u32> = survivors.iter().map(|&(k, _)| k).collect();
+    kept.sort_unstable();
+    assert_eq!(kept, fragile, "only the breakers holding failures stayed");
+    assert!(survivors.iter().all(|&(_, n)| n == 4));
+
+    // Past their idle TTL they go like any idle closed breaker.
+    advance(600 * S).await;
+    for k in 30_000..40_000 {
+        let _ = r.get(&k);
+    }
+    assert!(r.snapshot().iter().all(|s| s.key >= 10_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn breakers_holding_failures_go_when_nothing_else_can() {
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(tolerant()).max_keys(4);
+    for k in 0..4 {
+        fail(&r.get(&k), 1);
+        advance(S).await;
+    }
+    let b = r.get(&100);
+    assert!(!b.ptr_eq(r.overflow()), "better than the overflow breaker");
+    assert_eq!(r.len(), 4);
+    assert!(keys_of(&r).contains(&100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_breakers_survive_a_flood_of_new_keys() {
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(1024).idle_ttl(S);
+    let open: Vec<u32> = (0..1024).step_by(4).collect();
+    for k in 0..1024 {
+        let b = r.get(&k);
+        if k % 4 == 0 {
+            trip(&b);
+        }
+    }
+    advance(10 * S).await;
+    for k in 10_000..20_000 {
+        let _ = r.get(&k);
+    }
+    let old: Vec<u32> = keys_of(&r).into_iter().filter(|&k| k < 1024).collect();
+    assert_eq!(old, open, "open breakers stay, the idle closed ones went");
+    assert!(r.get(&0).state() != BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_registry_of_open_breakers_sends_a_flood_to_the_overflow_breaker() {
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(1024);
+    for k in 0..1024 {
+        trip(&r.get(&k));
+    }
+    for k in 10_000..15_000 {
+        assert!(r.get(&k).ptr_eq(r.overflow()));
+    }
+    assert_eq!(r.len(), 1024);
+    assert!(keys_of(&r).iter().all(|&k| k < 1024));
+}
+
+#[tokio::test(start_paused = true)]
+async fn breakers_holding_failures_past_their_ttl_go_before_those_within_it() {
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(tolerant())
+        .max_keys(4)
+        .idle_ttl(60 * S);
+    for k in 0..4 {
+        fail(&r.get(&k), 4);
+    }
+    advance(61 * S).await;
+    // 2 and 3 are used again; 0 and 1 are past their TTL.
+    for k in 2..4 {
+        let _ = r.get(&k);
+    }
+    assert_eq!(r.len(), 4, "full");
+    for k in 100..102 {
+        assert!(!r.get(&k).ptr_eq(r.overflow()));
+    }
+    assert_eq!(keys_of(&r), vec![2, 3, 100, 101]);
+}
+
+#[test]
+fn threads_flooding_a_full_registry_keep_the_cap_and_one_breaker_per_key() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let _g = rt.enter();
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(512);
+    // A quarter of the first keys open: they must all stay.
+    for k in 0..512 {
+        let b = r.get(&k);
+        if k % 4 == 0 {
+            trip(&b);
+        }
+    }
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let (r, h) = (&r, rt.handle().clone());
+            s.spawn(move || {
+                let _g = h.enter();
+                // Overlapping ranges: threads race on the same new keys.
+                for k in (1_000 + t * 500)..(4_000 + t * 500) {
+                    let _ = r.get(&k);
+                }
+            });
+        }
+    });
+    assert!(r.len() <= 512);
+    let keys = keys_of(&r);
+    assert_eq!(keys.len(), r.len(), "len counts every stored key");
+    let mut unique = keys.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), keys.len(), "one breaker per key");
+    let open: Vec<u32> = keys.iter().copied().filter(|&k| k < 512).collect();
+    assert_eq!(open, (0..512).step_by(4).collect::<Vec<_>>());
 }

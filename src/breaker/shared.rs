@@ -227,10 +227,22 @@ impl Core {
     }
 
     /// Whether a registry may drop this breaker: closed, not forced, not
-    /// cooling down. (Handles and permits are checked by the registry.)
+    /// cooling down, no probe due. (Handles and permits are checked by the
+    /// registry.)
     pub(crate) fn is_idle_closed(&self) -> bool {
-        self.settings.mode == BreakerMode::Disabled
-            || self.word.load(Ordering::Acquire) & FLAGS_MASK == 0
+        if self.settings.mode == BreakerMode::Disabled {
+            return true;
+        }
+        match self.word.load(Ordering::Acquire) & FLAGS_MASK {
+            0 => true,
+            // A cool-down that has run out keeps its flag until the next call
+            // republishes the word: a key nobody calls again must not stay
+            // pinned by it.
+            COOLING => self.ext.get().is_some_and(|ext| {
+                ext.nanos(Instant::now()) >= ext.refuse_until.load(Ordering::Acquire)
+            }),
+            _ => false,
+        }
     }
 
     /// Mirror the machine into the atomics. Called with the lock held.
@@ -265,6 +277,20 @@ impl Core {
             _ if w & PROBE_NEXT != 0 => BreakerState::HalfOpen,
             _ => BreakerState::Closed,
         }
+    }
+
+    /// Whether the breaker holds a counted failure: a consecutive count
+    /// above zero or a failure in its window (one that has left the window
+    /// no longer counts). A breaker that never recorded a failure holds none.
+    pub(crate) fn holds_counted_failures(&self) -> bool {
+        let Some(ext) = self.ext.get() else {
+            return false;
+        };
+        if ext.consecutive_count() > 0 {
+            return true;
+        }
+        let at = ext.nanos(Instant::now());
+        ext.window.may_hold_failures(at) && ext.window.stats(at).failures > 0
     }
 }
 

@@ -1,0 +1,515 @@
+//! [`BreakerRegistry`]: one circuit breaker per key (per tenant), created on
+//! first use, with bounded memory.
+//!
+//! # Why per tenant
+//!
+//! In a multi-tenant service one tenant's broken credentials or exhausted
+//! quota must not open the breaker that every other tenant's calls go
+//! through. A registry keeps one breaker per key, created lazily on the first
+//! [`get`](BreakerRegistry::get) (a new tenant needs no setup), and bounds the
+//! memory a flood of keys can take:
+//!
+//! - a closed breaker idle for [`idle_ttl`](BreakerRegistry::idle_ttl) is
+//!   evicted (it is equivalent to a fresh one);
+//! - at [`max_keys`](BreakerRegistry::max_keys), a new key evicts an idle
+//!   *pristine* closed breaker first (no counted failure: losing it loses
+//!   nothing), roughly the least recently used, unless the hand first meets
+//!   one past its idle TTL (which goes anyway); a closed breaker holding
+//!   counted failures (one failure from tripping, say) stays until its idle
+//!   TTL, unless nothing else can go;
+//! - an open, half-open, forced-open or cooling-down breaker is never evicted
+//!   (that would silently reset a tenant's protection), nor one whose handle
+//!   (a [`Breaker`] from `get`, or a permit borrowing one) is still held
+//!   somewhere: evicting it would let a second breaker be created for the same
+//!   key while the first is still in use;
+//! - when the cap is reached and nothing can be evicted, new keys share one
+//!   overflow breaker (never unprotected, never unbounded) and a `tracing`
+//!   warning says so.
+//!
+//! There is no task or timer per key, and no background task at all:
+//! housekeeping is amortised over the inserts of new keys.
+//!
+//! # How eviction stays cheap
+//!
+//! A new key into a full registry must not cost more when every breaker is
+//! open (a provider outage, when new tenants' first calls matter most) than
+//! when they are idle: it never scans the map, nor a shard. Each shard keeps
+//! its entries in three queues, by what each was when last looked at:
+//!
+//! - the *ring*: new entries and idle pristine breakers, in eviction order. A
+//!   hand takes entries off its front: one used since the hand last passed
+//!   gets a second chance at the back (the CLOCK approximation of least
+//!   recently used), an idle pristine one is the victim, and anything else
+//!   moves to one of the other queues;
+//! - *failing*: idle closed breakers holding counted failures;
+//! - *pinned*: breakers that could not go (open, half-open, forced, cooling
+//!   down, or a handle held).
+//!
+//! Housekeeping is a few steps per new key in its shard: the ring's hand
+//! evicts breakers past their TTL from its front, one parked entry of each
+//! kind is looked at again, and two idle breakers of the ring give back
+//! their window and machine in place if those have emptied.
+//!
+//! A breaker's state changes, and handles drop, without the registry being
+//! told, so parked entries are looked at again at a bounded rate: one of
+//! each kind per new key as housekeeping, 16 of the new key's shard and 16 of one other
+//! shard when making room. A new key at the cap takes, in order: a breaker
+//! past its TTL at the front of its shard's failing queue, a victim from the
+//! rings (its own shard's first), one that became evictable among
+//! those revisited parked entries, and, when no ring holds anything, a
+//! breaker holding counted failures; else it gets the overflow breaker. Each
+//! entry taken off a ring was put there by an insert or a revisit, so the
+//! rings' steps are paid for by inserts (and by the lookups whose use marks
+//! they clear); the rest is bounded. The price: a breaker released after a
+//! long hold, or closed again after an outage, is found within a bounded
+//! number of new keys rather than by the first one.
+//!
+//! # Examples
+//!
+//! ```
+//! use safecall::{BreakerConfig, BreakerRegistry, BreakerState, Outcome};
+//! use std::time::Duration;
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let breakers: BreakerRegistry<String> = BreakerRegistry::new(
+//!     BreakerConfig::default().consecutive_failures(1),
+//! )
+//! .max_keys(100_000)
+//! .idle_ttl(Duration::from_secs(600));
+//!
+//! let broken = breakers.get("org-46cf");
+//! broken.try_acquire().unwrap().record(Outcome::Failure);
+//! assert_eq!(broken.state(), BreakerState::Open);
+//! // Another tenant is untouched.
+//! assert_eq!(breakers.get("org-7a01").state(), BreakerState::Closed);
+//!
+//! let mut report = breakers.snapshot();
+//! report.sort_by(|a, b| a.key.cmp(&b.key));
+//! assert_eq!(report[0].key, "org-46cf");
+//! assert_eq!(report[0].state, BreakerState::Open);
+//! assert_eq!(breakers.len(), 2);
+//! # }
+//! ```
+
+mod eviction;
+mod shard;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::ConfigError;
+use crate::breaker::{Breaker, BreakerConfig, BreakerSnapshot, Core, Inner, Settings};
+use eviction::{At, Goal, Queue, Step, TIDY};
+use shard::Shard;
+
+/// Stamp of an entry used since the eviction hand last passed it.
+const TOUCHED: u32 = u32::MAX;
+/// The registry's coarse clock ticks in units of 10 ms.
+const TICK: Duration = Duration::from_millis(10);
+/// Most shards a registry uses (a bit each in the registry's masks).
+const MAX_SHARDS: usize = 64;
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The key of the overflow breaker, for events.
+struct Overflow;
+
+impl fmt::Debug for Overflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("overflow")
+    }
+}
+
+/// One circuit breaker per key, created on first use, with bounded memory.
+///
+/// See the [module docs](crate::registry) for eviction and the overflow
+/// breaker.
+///
+/// # Examples
+///
+/// ```
+/// use safecall::{Breaker, BreakerConfig, BreakerRegistry};
+/// let breakers: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default());
+/// let a: Breaker = breakers.get("org-46cf");
+/// let b = breakers.get("org-46cf");
+/// assert!(a.ptr_eq(&b), "one breaker per key");
+/// ```
+pub struct BreakerRegistry<K> {
+    shards: Box<[RwLock<Shard<K>>]>,
+    hasher: RandomState,
+    settings: Arc<Settings>,
+    overrides: HashMap<K, Arc<Settings>>,
+    max_keys: usize,
+    idle_ttl: Duration,
+    len: AtomicUsize,
+    base: Instant,
+    overflow: Breaker,
+    overflowing: AtomicBool,
+    /// Bit `i`: shard `i`'s ring is not empty (64 shards at most).
+    rings: AtomicU64,
+    /// Bit `i`: shard `i` has parked entries (failing or pinned).
+    parked: AtomicU64,
+    /// Bit `i`: shard `i` has idle breakers holding counted failures.
+    failing: AtomicU64,
+    /// Where the next look at another shard's parked entries starts.
+    helper: AtomicUsize,
+}
+
+impl<K> fmt::Debug for BreakerRegistry<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerRegistry")
+            .field("len", &self.len.load(Ordering::Relaxed))
+            .field("max_keys", &self.max_keys)
+            .field("idle_ttl", &self.idle_ttl)
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many shards (a power of two). Sharding spreads contention; any count,
+/// even one, gives the same answers.
+fn shard_count(max_keys: usize) -> usize {
+    (max_keys / 256).clamp(1, MAX_SHARDS).next_power_of_two()
+}
+
+impl<K> Default for BreakerRegistry<K>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+{
+    /// A registry with [`BreakerConfig::default`] for every key.
+    fn default() -> Self {
+        Self::new(BreakerConfig::default())
+    }
+}
+
+/// # Building
+impl<K> BreakerRegistry<K>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+{
+    /// A registry whose breakers use `config`, with `max_keys` 100,000 and
+    /// `idle_ttl` 10 minutes.
+    ///
+    /// # Panics
+    ///
+    /// If [`try_new`](Self::try_new) refuses `config`.
+    #[must_use]
+    pub fn new(config: BreakerConfig) -> Self {
+        match Self::try_new(config) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A registry whose breakers use `config`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a config that
+    /// [`Breaker::try_new`](crate::Breaker::try_new) refuses.
+    pub fn try_new(config: BreakerConfig) -> Result<Self, ConfigError> {
+        let settings = Arc::new(config.validate()?);
+        let max_keys = 100_000;
+        let overflow = Breaker(Arc::new(Inner {
+            core: Core::new(Arc::clone(&settings)),
+            key: Overflow,
+        }));
+        Ok(Self {
+            shards: (0..shard_count(max_keys))
+                .map(|_| RwLock::new(Shard::new()))
+                .collect(),
+            hasher: RandomState::new(),
+            settings,
+            overrides: HashMap::new(),
+            max_keys,
+            idle_ttl: Duration::from_secs(600),
+            len: AtomicUsize::new(0),
+            base: Instant::now(),
+            overflow,
+            overflowing: AtomicBool::new(false),
+            rings: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
+            failing: AtomicU64::new(0),
+            helper: AtomicUsize::new(0),
+        })
+    }
+
+    /// The most keys kept at once (default 100,000). At the cap, a new key
+    /// evicts an idle pristine closed breaker (roughly the least recently
+    /// used), else, only when nothing else can go, an idle closed breaker
+    /// holding counted failures; when none can go, new keys share the
+    /// [overflow breaker](Self::overflow). See the
+    /// [module docs](crate::registry). Zero sends every key to the overflow
+    /// breaker.
+    #[must_use]
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        let n = shard_count(max_keys);
+        if n != self.shards.len() {
+            let old = std::mem::take(&mut self.shards);
+            self.shards = (0..n).map(|_| RwLock::new(Shard::new())).collect();
+            for shard in old.into_vec() {
+                let shard = shard
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (h, e) in shard.map.into_iter().chain(shard.collisions) {
+                    write(&self.shards[self.shard_of(h)]).insert(h, e);
+                }
+            }
+            // Every entry is back in a ring, to be sorted again.
+            self.parked = AtomicU64::new(0);
+            self.failing = AtomicU64::new(0);
+            for (i, shard) in self.shards.iter().enumerate() {
+                self.publish(i, &read(shard));
+            }
+        }
+        self
+    }
+
+    /// How long a closed breaker may stay unused before it is evicted
+    /// (default 10 minutes). Precision: 10 ms, and housekeeping looks at a
+    /// few entries per new key (or at all of them in
+    /// [`retain_recent`](Self::retain_recent)), so eviction may come later
+    /// than this, never sooner.
+    #[must_use]
+    pub fn idle_ttl(mut self, ttl: Duration) -> Self {
+        self.idle_ttl = ttl;
+        self
+    }
+
+    /// Use `config` for `key`'s breaker instead of the registry's (a
+    /// premium tenant, a provider with other limits). Applies to breakers
+    /// created after this call; set overrides before use.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a config that
+    /// [`Breaker::try_new`](crate::Breaker::try_new) refuses.
+    pub fn with_key_config(mut self, key: K, config: BreakerConfig) -> Result<Self, ConfigError> {
+        let settings = Arc::new(config.validate()?);
+        self.overrides.insert(key, settings);
+        Ok(self)
+    }
+}
+
+/// # Lookup
+impl<K> BreakerRegistry<K>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+{
+    fn shard_of(&self, h: u64) -> usize {
+        // Bits 32.. pick the shard; the shard's map indexes by the low bits
+        // and tags by the top 7, so the three stay independent.
+        (h >> 32) as usize & (self.shards.len() - 1)
+    }
+
+    /// The time of one operation: `now`, the coarse clock and the TTL in
+    /// its ticks.
+    fn at(&self, now: Instant) -> At {
+        At {
+            now,
+            tick: self.tick(now),
+            ttl: self.ttl_ticks(),
+        }
+    }
+
+    /// The coarse clock, saturating below the `TOUCHED` sentinel (reached
+    /// after 497 days).
+    fn tick(&self, now: Instant) -> u32 {
+        let t = now.saturating_duration_since(self.base).as_millis() / TICK.as_millis();
+        (t as u32).min(TOUCHED - 1)
+    }
+
+    /// The TTL in ticks, rounded up; a TTL past 497 days saturates below
+    /// `TOUCHED` (no entry can be idle that long before the clock itself
+    /// saturates).
+    fn ttl_ticks(&self) -> u32 {
+        let t = self.idle_ttl.as_nanos().div_ceil(TICK.as_nanos());
+        u32::try_from(t).unwrap_or(TOUCHED - 1)
+    }
+
+    /// The breaker for `key`, created on first use.
+    ///
+    /// A lookup of an existing key takes a shared lock on one of up to 64
+    /// shards, never an exclusive lock over the map, and reads no clock. A
+    /// new key reads the clock once and looks at a few entries of its shard
+    /// for housekeeping; if the registry is full it evicts one breaker (see
+    /// the [module docs](crate::registry) for which), or, if none can go,
+    /// returns the shared [overflow breaker](Self::overflow). The work per
+    /// new key is bounded (amortised) and never a scan of the map.
+    ///
+    /// ```
+    /// # use safecall::{BreakerConfig, BreakerRegistry};
+    /// let breakers: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default());
+    /// let breaker = breakers.get("org-46cf"); // &str for a String key
+    /// # drop(breaker);
+    /// ```
+    pub fn get<Q>(&self, key: &Q) -> Breaker
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        let h = self.hasher.hash_one(key);
+        let shard = &self.shards[self.shard_of(h)];
+        if let Some(e) = read(shard).find(h, key) {
+            if e.core.seen() != TOUCHED {
+                e.core.set_seen(TOUCHED);
+            }
+            return Breaker(Arc::clone(e) as Arc<Inner<_>>);
+        }
+        self.insert_slow(h, key)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn insert_slow<Q>(&self, h: u64, key: &Q) -> Breaker
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        let at = self.at(Instant::now());
+        let home = self.shard_of(h);
+        let room = self.reserve() || self.make_room(home, at) && self.reserve();
+        if !room {
+            // Another thread may have created the key meanwhile.
+            if let Some(e) = read(&self.shards[home]).find(h, key) {
+                return Breaker(Arc::clone(e) as Arc<Inner<_>>);
+            }
+            if !self.overflowing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    target: "safecall::registry",
+                    max_keys = self.max_keys,
+                    "breaker registry full and no idle closed breaker to evict: \
+                     new keys share the overflow breaker"
+                );
+            }
+            return self.overflow.clone();
+        }
+        let mut g = write(&self.shards[home]);
+        if let Some(e) = g.find(h, key) {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            return Breaker(Arc::clone(e) as Arc<Inner<_>>);
+        }
+        // Housekeeping, a few steps of the hands per new key (before the
+        // new entry joins the ring: its handle is about to be returned).
+        for (q, steps) in TIDY {
+            for _ in 0..steps {
+                if matches!(
+                    self.step(&mut g, q, at, Goal::Tidy),
+                    Step::Empty | Step::Stopped
+                ) {
+                    break;
+                }
+            }
+        }
+        self.compact_some(&mut g, at);
+        let settings = if self.overrides.is_empty() {
+            &self.settings
+        } else {
+            self.overrides.get(key).unwrap_or(&self.settings)
+        };
+        let entry = Arc::new(Inner {
+            core: Core::new(Arc::clone(settings)),
+            key: key.to_owned(),
+        });
+        entry.core.set_seen(at.tick);
+        g.insert(h, Arc::clone(&entry));
+        self.publish(home, &g);
+        drop(g);
+        if self.overflowing.load(Ordering::Relaxed) {
+            self.overflowing.store(false, Ordering::Relaxed);
+        }
+        Breaker(entry as Arc<Inner<_>>)
+    }
+
+    /// Take one unit of the key budget, if any is left.
+    fn reserve(&self) -> bool {
+        self.len
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.max_keys).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// # Housekeeping
+///
+/// Counts and housekeeping are approximate under concurrency: a key inserted or
+/// evicted by another thread during the call may or may not be seen.
+impl<K> BreakerRegistry<K>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+{
+    /// How many keys hold a breaker (the overflow breaker not included).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether no key holds a breaker.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The breaker that new keys share when the registry is full and no
+    /// breaker can be evicted.
+    #[must_use]
+    pub fn overflow(&self) -> &Breaker {
+        &self.overflow
+    }
+
+    /// A snapshot of every key's breaker, in no particular order. Takes each
+    /// shard's shared lock in turn.
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<BreakerSnapshot<K>> {
+        let mut out = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            let g = read(shard);
+            out.extend(g.entries().map(|(_, e)| e.core.snapshot(e.key.clone())));
+        }
+        out
+    }
+
+    /// Evict now every idle closed breaker past its TTL, compact the idle
+    /// ones kept (a breaker whose window has emptied gives back its window
+    /// and state machine, about 150 bytes), sort every entry again for
+    /// eviction, and release the maps' spare capacity. This looks at every
+    /// entry; housekeeping also runs by itself, a few entries per new key.
+    pub fn retain_recent(&self) {
+        let at = self.at(Instant::now());
+        for (idx, shard) in self.shards.iter().enumerate() {
+            let mut g = write(shard);
+            let mut all = std::mem::take(&mut g.ring);
+            all.append(&mut g.failing);
+            all.append(&mut g.pinned);
+            let n = all.len();
+            g.ring = all;
+            for _ in 0..n {
+                self.step(&mut g, Queue::Ring, at, Goal::Sort);
+            }
+            g.map.shrink_to_fit();
+            g.collisions.shrink_to_fit();
+            g.ring.shrink_to_fit();
+            g.failing.shrink_to_fit();
+            g.pinned.shrink_to_fit();
+            self.publish(idx, &g);
+        }
+    }
+}
