@@ -598,3 +598,26 @@ fn threads_flooding_a_full_registry_keep_the_cap_and_one_breaker_per_key() {
     let open: Vec<u32> = keys.iter().copied().filter(|&k| k < 512).collect();
     assert_eq!(open, (0..512).step_by(4).collect::<Vec<_>>());
 }
+
+/// DESIGN.md 0.2: the registry is a cheap handle (`Clone`, `Arc` inside), so
+/// the tower layer, the health check and the application share one registry.
+#[tokio::test(start_paused = true)]
+async fn clones_of_a_registry_share_its_breakers() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(cfg());
+    let shared = r.clone();
+    assert!(r.get("org-1").ptr_eq(&shared.get("org-1")));
+    assert_eq!((r.len(), shared.len()), (1, 1));
+    shared.get("org-2");
+    assert_eq!(r.len(), 2, "a key added through one handle is seen by all");
+
+    // A builder method on a handle that has been cloned makes a separate
+    // registry (holding the same breakers so far); the others keep theirs.
+    let separate = shared.clone().max_keys(1);
+    assert!(separate.get("org-1").ptr_eq(&r.get("org-1")));
+    separate.get("org-3");
+    assert_eq!(
+        r.len(),
+        2,
+        "the original did not see the separate registry's key"
+    );
+}

@@ -122,7 +122,7 @@ where
         // before a pristine one that may be used again (a glance at the
         // front of the home shard's failing queue, which the hands keep
         // roughly in last-use order).
-        if self.has(&self.failing, home)
+        if self.has(&self.s.failing, home)
             && self.run(home, Queue::Failing, Goal::Tidy, at, Some(EXPIRED_GLANCE))
         {
             return true;
@@ -130,24 +130,24 @@ where
         if self.rings_pass(home, at) {
             return true;
         }
-        let n = self.shards.len();
+        let n = self.s.shards.len();
         let mut revisited = self.revisit(home, at);
-        let others = self.parked.load(Ordering::Relaxed) & !(1 << home);
+        let others = self.s.parked.load(Ordering::Relaxed) & !(1 << home);
         if !revisited && others != 0 {
-            let from = self.helper.load(Ordering::Relaxed) % n;
+            let from = self.s.helper.load(Ordering::Relaxed) % n;
             let idx = (from + others.rotate_right(from as u32).trailing_zeros() as usize) % n;
-            self.helper.store(idx + 1, Ordering::Relaxed);
+            self.s.helper.store(idx + 1, Ordering::Relaxed);
             revisited = self.revisit(idx, at);
         }
         // Parked breakers used since the hand passed went back to a ring
         // (their second chance): they may go now.
-        if revisited || self.rings.load(Ordering::Relaxed) != 0 && self.rings_pass(home, at) {
+        if revisited || self.s.rings.load(Ordering::Relaxed) != 0 && self.rings_pass(home, at) {
             return true;
         }
-        if self.rings.load(Ordering::Relaxed) == 0 {
+        if self.s.rings.load(Ordering::Relaxed) == 0 {
             for i in 0..n {
                 let idx = (home + i) & (n - 1);
-                if self.has(&self.failing, idx)
+                if self.has(&self.s.failing, idx)
                     && self.run(idx, Queue::Failing, Goal::LastResort, at, None)
                 {
                     return true;
@@ -159,19 +159,19 @@ where
 
     /// The rings, the home shard's first, then the others' with entries.
     fn rings_pass(&self, home: usize, at: At) -> bool {
-        let n = self.shards.len();
+        let n = self.s.shards.len();
         (0..n).any(|i| {
             let idx = (home + i) & (n - 1);
-            self.has(&self.rings, idx) && self.run(idx, Queue::Ring, Goal::Room, at, None)
+            self.has(&self.s.rings, idx) && self.run(idx, Queue::Ring, Goal::Room, at, None)
         })
     }
 
     /// A bounded look at shard `idx`'s parked entries, evicting one that
     /// has become an idle pristine breaker or passed its TTL.
     fn revisit(&self, idx: usize, at: At) -> bool {
-        self.has(&self.parked, idx)
+        self.has(&self.s.parked, idx)
             && (self.run(idx, Queue::Pinned, Goal::Room, at, Some(REVISIT))
-                || self.has(&self.failing, idx)
+                || self.has(&self.s.failing, idx)
                     && self.run(idx, Queue::Failing, Goal::Room, at, Some(REVISIT)))
     }
 
@@ -188,7 +188,7 @@ where
     fn run(&self, idx: usize, q: Queue, goal: Goal, at: At, limit: Option<usize>) -> bool {
         let mut left = None;
         loop {
-            let mut g = write(&self.shards[idx]);
+            let mut g = write(&self.s.shards[idx]);
             let left = left.get_or_insert_with(|| limit.unwrap_or(2 * g.queue(q).len() + 1));
             let mut end = None;
             for _ in 0..CHUNK {
@@ -253,7 +253,7 @@ where
                 };
         if evict {
             g.evict(h);
-            self.len.fetch_sub(1, Ordering::Relaxed);
+            self.s.len.fetch_sub(1, Ordering::Relaxed);
             return Step::Evicted;
         }
         // Kept idle: it gives back its window and machine once those hold
@@ -305,9 +305,12 @@ where
     pub(super) fn publish(&self, idx: usize, g: &Shard<K>) {
         let bit = 1u64 << idx;
         for (mask, on) in [
-            (&self.rings, !g.ring.is_empty()),
-            (&self.parked, !g.failing.is_empty() || !g.pinned.is_empty()),
-            (&self.failing, !g.failing.is_empty()),
+            (&self.s.rings, !g.ring.is_empty()),
+            (
+                &self.s.parked,
+                !g.failing.is_empty() || !g.pinned.is_empty(),
+            ),
+            (&self.s.failing, !g.failing.is_empty()),
         ] {
             if (mask.load(Ordering::Relaxed) & bit != 0) != on {
                 if on {

@@ -151,6 +151,20 @@ impl fmt::Debug for Overflow {
 /// assert!(a.ptr_eq(&b), "one breaker per key");
 /// ```
 pub struct BreakerRegistry<K> {
+    s: Arc<State<K>>,
+}
+
+impl<K> Clone for BreakerRegistry<K> {
+    /// Another handle to the same registry (one reference count).
+    fn clone(&self) -> Self {
+        Self {
+            s: Arc::clone(&self.s),
+        }
+    }
+}
+
+/// The registry's state, shared by its handles.
+pub(super) struct State<K> {
     shards: Box<[RwLock<Shard<K>>]>,
     hasher: RandomState,
     settings: Arc<Settings>,
@@ -174,10 +188,10 @@ pub struct BreakerRegistry<K> {
 impl<K> fmt::Debug for BreakerRegistry<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerRegistry")
-            .field("len", &self.len.load(Ordering::Relaxed))
-            .field("max_keys", &self.max_keys)
-            .field("idle_ttl", &self.idle_ttl)
-            .field("shards", &self.shards.len())
+            .field("len", &self.s.len.load(Ordering::Relaxed))
+            .field("max_keys", &self.s.max_keys)
+            .field("idle_ttl", &self.s.idle_ttl)
+            .field("shards", &self.s.shards.len())
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +200,40 @@ impl<K> fmt::Debug for BreakerRegistry<K> {
 /// even one, gives the same answers.
 fn shard_count(max_keys: usize) -> usize {
     (max_keys / 256).clamp(1, MAX_SHARDS).next_power_of_two()
+}
+
+/// The shard of hash `h` among `n` (a power of two). Bits 32.. pick the
+/// shard; the shard's map indexes by the low bits and tags by the top 7, so
+/// the three stay independent.
+fn shard_index(h: u64, n: usize) -> usize {
+    (h >> 32) as usize & (n - 1)
+}
+
+impl<K: Clone> Clone for State<K> {
+    /// A separate registry state holding the same breakers (what a builder
+    /// method makes of a registry whose handle has been cloned).
+    fn clone(&self) -> Self {
+        Self {
+            shards: self
+                .shards
+                .iter()
+                .map(|shard| RwLock::new(read(shard).clone()))
+                .collect(),
+            hasher: self.hasher.clone(),
+            settings: Arc::clone(&self.settings),
+            overrides: self.overrides.clone(),
+            max_keys: self.max_keys,
+            idle_ttl: self.idle_ttl,
+            len: AtomicUsize::new(self.len.load(Ordering::Relaxed)),
+            base: self.base,
+            overflow: self.overflow.clone(),
+            overflowing: AtomicBool::new(self.overflowing.load(Ordering::Relaxed)),
+            rings: AtomicU64::new(self.rings.load(Ordering::Relaxed)),
+            parked: AtomicU64::new(self.parked.load(Ordering::Relaxed)),
+            failing: AtomicU64::new(self.failing.load(Ordering::Relaxed)),
+            helper: AtomicUsize::new(self.helper.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl<K> Default for BreakerRegistry<K>
@@ -230,7 +278,7 @@ where
             core: Core::new(Arc::clone(&settings)),
             key: Overflow,
         }));
-        Ok(Self {
+        Ok(Self::from_state(State {
             shards: (0..shard_count(max_keys))
                 .map(|_| RwLock::new(Shard::new()))
                 .collect(),
@@ -247,7 +295,18 @@ where
             parked: AtomicU64::new(0),
             failing: AtomicU64::new(0),
             helper: AtomicUsize::new(0),
-        })
+        }))
+    }
+
+    fn from_state(state: State<K>) -> Self {
+        Self { s: Arc::new(state) }
+    }
+
+    /// The state, for a builder method: in place while this is the only
+    /// handle; otherwise a separate copy (holding the same breakers so far),
+    /// so that the other handles keep their configuration.
+    fn state_mut(&mut self) -> &mut State<K> {
+        Arc::make_mut(&mut self.s)
     }
 
     /// The most keys kept at once (default 100,000). At the cap, a new key
@@ -259,23 +318,27 @@ where
     /// breaker.
     #[must_use]
     pub fn max_keys(mut self, max_keys: usize) -> Self {
-        self.max_keys = max_keys;
+        let st = self.state_mut();
+        st.max_keys = max_keys;
         let n = shard_count(max_keys);
-        if n != self.shards.len() {
-            let old = std::mem::take(&mut self.shards);
-            self.shards = (0..n).map(|_| RwLock::new(Shard::new())).collect();
+        if n != st.shards.len() {
+            let old = std::mem::take(&mut st.shards);
+            let mut shards: Vec<Shard<K>> = (0..n).map(|_| Shard::new()).collect();
             for shard in old.into_vec() {
                 let shard = shard
                     .into_inner()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (h, e) in shard.map.into_iter().chain(shard.collisions) {
-                    write(&self.shards[self.shard_of(h)]).insert(h, e);
+                    if let Some(home) = shards.get_mut(shard_index(h, n)) {
+                        home.insert(h, e);
+                    }
                 }
             }
+            st.shards = shards.into_iter().map(RwLock::new).collect();
             // Every entry is back in a ring, to be sorted again.
-            self.parked = AtomicU64::new(0);
-            self.failing = AtomicU64::new(0);
-            for (i, shard) in self.shards.iter().enumerate() {
+            st.parked = AtomicU64::new(0);
+            st.failing = AtomicU64::new(0);
+            for (i, shard) in self.s.shards.iter().enumerate() {
                 self.publish(i, &read(shard));
             }
         }
@@ -289,7 +352,7 @@ where
     /// than this, never sooner.
     #[must_use]
     pub fn idle_ttl(mut self, ttl: Duration) -> Self {
-        self.idle_ttl = ttl;
+        self.state_mut().idle_ttl = ttl;
         self
     }
 
@@ -303,7 +366,7 @@ where
     /// [`Breaker::try_new`](crate::Breaker::try_new) refuses.
     pub fn with_key_config(mut self, key: K, config: BreakerConfig) -> Result<Self, ConfigError> {
         let settings = Arc::new(config.validate()?);
-        self.overrides.insert(key, settings);
+        self.state_mut().overrides.insert(key, settings);
         Ok(self)
     }
 }
@@ -314,9 +377,7 @@ where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
 {
     fn shard_of(&self, h: u64) -> usize {
-        // Bits 32.. pick the shard; the shard's map indexes by the low bits
-        // and tags by the top 7, so the three stay independent.
-        (h >> 32) as usize & (self.shards.len() - 1)
+        shard_index(h, self.s.shards.len())
     }
 
     /// The time of one operation: `now`, the coarse clock and the TTL in
@@ -332,7 +393,7 @@ where
     /// The coarse clock, saturating below the `TOUCHED` sentinel (reached
     /// after 497 days).
     fn tick(&self, now: Instant) -> u32 {
-        let t = now.saturating_duration_since(self.base).as_millis() / TICK.as_millis();
+        let t = now.saturating_duration_since(self.s.base).as_millis() / TICK.as_millis();
         (t as u32).min(TOUCHED - 1)
     }
 
@@ -340,7 +401,7 @@ where
     /// `TOUCHED` (no entry can be idle that long before the clock itself
     /// saturates).
     fn ttl_ticks(&self) -> u32 {
-        let t = self.idle_ttl.as_nanos().div_ceil(TICK.as_nanos());
+        let t = self.s.idle_ttl.as_nanos().div_ceil(TICK.as_nanos());
         u32::try_from(t).unwrap_or(TOUCHED - 1)
     }
 
@@ -365,8 +426,8 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
-        let h = self.hasher.hash_one(key);
-        let shard = &self.shards[self.shard_of(h)];
+        let h = self.s.hasher.hash_one(key);
+        let shard = &self.s.shards[self.shard_of(h)];
         if let Some(e) = read(shard).find(h, key) {
             if e.core.seen() != TOUCHED {
                 e.core.set_seen(TOUCHED);
@@ -388,22 +449,22 @@ where
         let room = self.reserve() || self.make_room(home, at) && self.reserve();
         if !room {
             // Another thread may have created the key meanwhile.
-            if let Some(e) = read(&self.shards[home]).find(h, key) {
+            if let Some(e) = read(&self.s.shards[home]).find(h, key) {
                 return Breaker(Arc::clone(e) as Arc<Inner<_>>);
             }
-            if !self.overflowing.swap(true, Ordering::Relaxed) {
+            if !self.s.overflowing.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     target: "safecall::registry",
-                    max_keys = self.max_keys,
+                    max_keys = self.s.max_keys,
                     "breaker registry full and no idle closed breaker to evict: \
                      new keys share the overflow breaker"
                 );
             }
-            return self.overflow.clone();
+            return self.s.overflow.clone();
         }
-        let mut g = write(&self.shards[home]);
+        let mut g = write(&self.s.shards[home]);
         if let Some(e) = g.find(h, key) {
-            self.len.fetch_sub(1, Ordering::Relaxed);
+            self.s.len.fetch_sub(1, Ordering::Relaxed);
             return Breaker(Arc::clone(e) as Arc<Inner<_>>);
         }
         // Housekeeping, a few steps of the hands per new key (before the
@@ -419,10 +480,10 @@ where
             }
         }
         self.compact_some(&mut g, at);
-        let settings = if self.overrides.is_empty() {
-            &self.settings
+        let settings = if self.s.overrides.is_empty() {
+            &self.s.settings
         } else {
-            self.overrides.get(key).unwrap_or(&self.settings)
+            self.s.overrides.get(key).unwrap_or(&self.s.settings)
         };
         let entry = Arc::new(Inner {
             core: Core::new(Arc::clone(settings)),
@@ -432,17 +493,18 @@ where
         g.insert(h, Arc::clone(&entry));
         self.publish(home, &g);
         drop(g);
-        if self.overflowing.load(Ordering::Relaxed) {
-            self.overflowing.store(false, Ordering::Relaxed);
+        if self.s.overflowing.load(Ordering::Relaxed) {
+            self.s.overflowing.store(false, Ordering::Relaxed);
         }
         Breaker(entry as Arc<Inner<_>>)
     }
 
     /// Take one unit of the key budget, if any is left.
     fn reserve(&self) -> bool {
-        self.len
+        self.s
+            .len
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < self.max_keys).then_some(n + 1)
+                (n < self.s.max_keys).then_some(n + 1)
             })
             .is_ok()
     }
@@ -459,7 +521,7 @@ where
     /// How many keys hold a breaker (the overflow breaker not included).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.s.len.load(Ordering::Relaxed)
     }
 
     /// Whether no key holds a breaker.
@@ -472,7 +534,7 @@ where
     /// breaker can be evicted.
     #[must_use]
     pub fn overflow(&self) -> &Breaker {
-        &self.overflow
+        &self.s.overflow
     }
 
     /// A snapshot of every key's breaker, in no particular order. Takes each
@@ -480,7 +542,7 @@ where
     #[must_use]
     pub fn snapshot(&self) -> Vec<BreakerSnapshot<K>> {
         let mut out = Vec::with_capacity(self.len());
-        for shard in self.shards.iter() {
+        for shard in self.s.shards.iter() {
             let g = read(shard);
             out.extend(g.entries().map(|(_, e)| e.core.snapshot(e.key.clone())));
         }
@@ -494,7 +556,7 @@ where
     /// entry; housekeeping also runs by itself, a few entries per new key.
     pub fn retain_recent(&self) {
         let at = self.at(Instant::now());
-        for (idx, shard) in self.shards.iter().enumerate() {
+        for (idx, shard) in self.s.shards.iter().enumerate() {
             let mut g = write(shard);
             let mut all = std::mem::take(&mut g.ring);
             all.append(&mut g.failing);

@@ -33,6 +33,7 @@ impl Hasher for IdHasher {
 
 pub(super) type Entry<K> = Arc<Inner<K>>;
 
+#[derive(Clone)]
 pub(super) struct Shard<K> {
     /// Keyed by the key's 64-bit hash; the key itself lives in the breaker,
     /// stored once.

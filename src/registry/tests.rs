@@ -28,7 +28,7 @@ fn full(
 }
 
 fn shard_of_key(r: &BreakerRegistry<u32>, k: u32) -> usize {
-    r.shard_of(r.hasher.hash_one(k))
+    r.shard_of(r.s.hasher.hash_one(k))
 }
 
 /// The first key of `0..n` in shard `s`.
@@ -39,7 +39,7 @@ fn first_in(r: &BreakerRegistry<u32>, s: usize) -> u32 {
 /// A key from `from..` whose shard is `home`.
 fn key_in(r: &BreakerRegistry<u32>, home: usize, from: u32) -> u32 {
     (from..)
-        .find(|k| r.shard_of(r.hasher.hash_one(k)) == home)
+        .find(|k| r.shard_of(r.s.hasher.hash_one(k)) == home)
         .unwrap()
 }
 
@@ -47,7 +47,7 @@ fn key_in(r: &BreakerRegistry<u32>, home: usize, from: u32) -> u32 {
 async fn making_room_evicts_from_the_home_shard_first_and_stops_there() {
     // One idle breaker in the new key's shard (0) and one in shard 1.
     let (r, held) = full(1024, |r, k| k == first_in(r, 0) || k == first_in(r, 1));
-    assert_eq!(r.shards.len(), 4);
+    assert_eq!(r.s.shards.len(), 4);
     let (home_free, other_free) = (first_in(&r, 0), first_in(&r, 1));
     let new = key_in(&r, 0, 10_000);
     assert!(!r.get(&new).ptr_eq(r.overflow()));
@@ -156,7 +156,7 @@ async fn parked_breakers_that_close_again_become_evictable() {
 #[tokio::test(start_paused = true)]
 async fn idle_breakers_are_compacted_a_few_per_new_key_without_a_sweep() {
     let r: BreakerRegistry<u32> = BreakerRegistry::new(BreakerConfig::default()).max_keys(1024);
-    assert_eq!(r.shards.len(), 4);
+    assert_eq!(r.s.shards.len(), 4);
     for k in 0..100 {
         r.get(&k)
             .try_acquire()
