@@ -131,7 +131,7 @@ use crate::{Error, ErrorClass};
 pub use self::http::{classify_grpc_response, classify_http_response, retry_after_of};
 pub use service::{AttemptFuture, ResponseFuture, SafeCallService};
 
-/// A tower [`Layer`](tower_layer::Layer) that runs each request under a
+/// A tower [`Layer`] that runs each request under a
 /// [`SafeCall`] policy: see the [module documentation](self).
 ///
 /// Its type parameters record the options set, so a layer without breakers or a
