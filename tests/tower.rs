@@ -464,3 +464,154 @@ async fn a_reqwest_client_behind_the_layer_retries_503s_over_loopback() {
     assert_eq!(hits.load(Ordering::SeqCst), 3);
     server.abort();
 }
+
+/// A tonic-health server whose `check` fails each tenant's first calls with the
+/// statuses listed for it, then answers `SERVING`.
+#[derive(Default)]
+struct Script {
+    statuses: std::sync::Mutex<std::collections::HashMap<String, Vec<tonic::Status>>>,
+    calls: AtomicU32,
+}
+
+#[derive(Default, Clone)]
+struct ScriptedHealth(Arc<Script>);
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for ScriptedHealth {
+    async fn check(
+        &self,
+        request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let tenant = request
+            .metadata()
+            .get("x-tenant")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let next = self
+            .0
+            .statuses
+            .lock()
+            .unwrap()
+            .get_mut(&tenant)
+            .and_then(|s| (!s.is_empty()).then(|| s.remove(0)));
+        match next {
+            Some(status) => Err(status),
+            None => Ok(tonic::Response::new(
+                tonic_health::pb::HealthCheckResponse {
+                    status: tonic_health::pb::health_check_response::ServingStatus::Serving.into(),
+                },
+            )),
+        }
+    }
+
+    type WatchStream = tonic::codegen::tokio_stream::Empty<
+        Result<tonic_health::pb::HealthCheckResponse, tonic::Status>,
+    >;
+
+    async fn watch(
+        &self,
+        _request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("watch"))
+    }
+}
+
+/// Over loopback gRPC: a tonic `Channel` behind the layer, under tonic-health's
+/// generated client, with unary bodies buffered above the layer so requests can
+/// be cloned. Trailers-only statuses are seen and classified by the layer.
+#[tokio::test]
+async fn a_tonic_channel_behind_the_layer_retries_unavailable_over_loopback() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use safecall::tower::classify_grpc_response;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    let health = ScriptedHealth::default();
+    {
+        let mut script = health.0.statuses.lock().unwrap();
+        script.insert(
+            "globex".to_owned(),
+            vec![
+                tonic::Status::unavailable("warming up"),
+                tonic::Status::unavailable("warming up"),
+            ],
+        );
+        script.insert(
+            "initech".to_owned(),
+            vec![tonic::Status::resource_exhausted("quota")],
+        );
+        let mut pushback = tonic::Status::resource_exhausted("slow down");
+        pushback
+            .metadata_mut()
+            .insert("grpc-retry-pushback-ms", "20".parse().unwrap());
+        script.insert("hooli".to_owned(), vec![pushback]);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(tonic_health::pb::health_server::HealthServer::new(
+                health.clone(),
+            ))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+
+    let policy: SafeCall<tonic::transport::Error> = SafeCall::builder()
+        .max_retries(3)
+        .backoff(Backoff::constant(ms(10)).jitter(Jitter::None))
+        .deadline(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let stack = ServiceBuilder::new()
+        .layer(SafeCallLayer::new(policy).classify_response(classify_grpc_response))
+        .map_request(|req: http::Request<Full<Bytes>>| req.map(tonic::body::Body::new))
+        .service(channel);
+    let buffered = service_fn(move |req: http::Request<tonic::body::Body>| {
+        let mut stack = stack.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            let req = http::Request::from_parts(parts, Full::new(bytes));
+            stack.ready().await?.call(req).await.map_err(BoxError::from)
+        }
+    });
+    let mut client = HealthClient::new(buffered);
+    let check = |tenant: &'static str| {
+        let mut req = tonic::Request::new(HealthCheckRequest {
+            service: String::new(),
+        });
+        req.metadata_mut()
+            .insert("x-tenant", tenant.parse().unwrap());
+        req
+    };
+
+    // UNAVAILABLE twice, then served: three calls to the server.
+    let res = client.check(check("globex")).await.unwrap();
+    assert_eq!(
+        res.into_inner().status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    assert_eq!(health.0.calls.load(Ordering::SeqCst), 3);
+
+    // RESOURCE_EXHAUSTED with a pushback: waited out, then served.
+    let started = std::time::Instant::now();
+    client.check(check("hooli")).await.unwrap();
+    assert_eq!(health.0.calls.load(Ordering::SeqCst), 5);
+    assert!(started.elapsed() >= ms(20));
+
+    // RESOURCE_EXHAUSTED without one (a quota): not retried; the caller gets the
+    // server's status.
+    let status = client.check(check("initech")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(health.0.calls.load(Ordering::SeqCst), 6);
+    server.abort();
+}
