@@ -17,6 +17,10 @@ use crate::{Attempt, Error, ErrorClass, SafeCall};
 /// The service of a [`SafeCallLayer`](super::SafeCallLayer): each request runs
 /// under the policy, through its key's breaker if the layer has breakers.
 ///
+/// The inner service must be `Clone` (one clone per request, and one per retry)
+/// and its error `'static` (the policy's classifier is a `'static` trait object);
+/// nothing is asked of its future (neither `Send` nor `'static`).
+///
 /// `poll_ready` is the inner service's. An error from the inner service's
 /// `poll_ready` is returned as [`Error::Permanent`] with `attempts: 0`: tower
 /// takes a service whose `poll_ready` failed to be failed for good, so no
