@@ -104,13 +104,17 @@
 //!   body is already the caller's). Servers that fail before answering (the usual
 //!   `UNAVAILABLE`, `RESOURCE_EXHAUSTED`) answer trailers-only.
 //! - **The request.** tonic's request body is a stream (`tonic::body::Body`), not
-//!   `Clone`, so without more a request gets one attempt. A unary request's body
-//!   is one small message: buffer it (collect it into `Bytes` in a layer above
-//!   this one, and send `http::Request<Full<Bytes>>` through it, which is `Clone`),
-//!   then turn it back into a `tonic::body::Body` under this layer.
-//!   `examples/tower_grpc.rs` does exactly that in a few lines. Client-streaming
-//!   calls cannot be replayed: keep them out of a retrying stack, or let them take
-//!   their one attempt.
+//!   `Clone`, so without more a request gets one attempt (the complaint of
+//!   grpc/grpc-rust#733 about tower's `Retry`). A unary request's body is one
+//!   encoded message, there at once: buffer it (collect it into `Bytes` in a
+//!   service above this layer, with a size limit, and send
+//!   `http::Request<Full<Bytes>>` through the layer: an `http::Request<B>` is
+//!   `Clone` when `B` is), then turn it back into a `tonic::body::Body` under the
+//!   layer with `map_request(|r| r.map(tonic::body::Body::new))`.
+//!   `examples/tower_grpc.rs` does exactly that in a few lines. An interceptor
+//!   cannot do it: it sees the metadata, not the body. Client-streaming calls
+//!   cannot be buffered: keep them out of a retrying stack, or give them a
+//!   `clone_request` that returns `None`, so they take their one attempt.
 //!
 //! [`Layer`]: tower_layer::Layer
 //! [`BreakerRegistry`]: crate::BreakerRegistry
