@@ -23,6 +23,11 @@ pub enum ExhaustedReason {
         /// The server's hint.
         hint: Duration,
     },
+    /// The attempt would have been retried, but its request could not be
+    /// cloned for another attempt (a streamed body, say): the `clone_request`
+    /// of the tower layer (feature `tower`) returned `None`. A `tracing`
+    /// warning says so when it happens.
+    NotReplayable,
 }
 
 impl fmt::Display for ExhaustedReason {
@@ -34,6 +39,9 @@ impl fmt::Display for ExhaustedReason {
             ),
             ExhaustedReason::DeadlineTooClose => {
                 f.write_str("the next wait would not fit before the deadline")
+            }
+            ExhaustedReason::NotReplayable => {
+                f.write_str("the request could not be cloned for another attempt")
             }
             ExhaustedReason::RetryAfterTooLong { hint } => {
                 write!(

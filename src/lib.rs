@@ -97,6 +97,8 @@
 //!   health endpoint.
 //! - `testing` (feature `testing`): scripted operations and chaos injection, to
 //!   test your own policies on a paused clock.
+//! - `tower` (feature `tower`): `SafeCallLayer`, the policy and per-tenant
+//!   breakers as a tower layer, with response classifiers for HTTP and gRPC.
 //!
 //! # Layering
 //!
@@ -127,6 +129,9 @@ mod sync;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 pub use backoff::{Backoff, Delays, Jitter};
 pub use breaker::{

@@ -138,6 +138,12 @@ impl<E> Default for SafeCall<E> {
 }
 
 impl<E> SafeCall<E> {
+    /// The shared policy, for a call that owns its reference (the tower layer's).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn inner(&self) -> &Arc<Inner<E>> {
+        &self.inner
+    }
+
     /// A builder with the defaults of [`SafeCallBuilder`].
     pub fn builder() -> SafeCallBuilder<E> {
         SafeCallBuilder::new()

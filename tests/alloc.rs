@@ -187,3 +187,74 @@ async fn breaker_hot_paths_allocate_nothing() {
     });
     assert_eq!(n, 0, "registry lookup of an existing key");
 }
+
+/// The tower layer adds no allocation to a call: the inner service here
+/// allocates nothing, so every allocation counted would be the layer's.
+#[cfg(feature = "tower")]
+#[test]
+fn calls_through_the_tower_layer_allocate_nothing_beyond_the_inner_service() {
+    use safecall::tower::SafeCallLayer;
+    use tower::{Layer, Service, ServiceExt};
+
+    async fn per_call<S: Service<u32>>(svc: &mut S) -> u64 {
+        // Warm up: the budget's first clock reading, thread-locals, the window.
+        for i in 0..200 {
+            let _ = svc.ready().await.ok().unwrap().call(i).await;
+        }
+        let before = allocations();
+        for i in 0..1_000 {
+            assert!(svc.ready().await.ok().unwrap().call(i).await.is_ok());
+        }
+        allocations() - before
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let inner = tower::service_fn(|x: u32| std::future::ready(Ok::<_, std::io::Error>(x)));
+        let mut bare = inner;
+        assert_eq!(per_call(&mut bare).await, 0, "the inner service alone");
+
+        let policy: SafeCall<std::io::Error> = SafeCall::default();
+        let mut plain = SafeCallLayer::new(policy.clone()).layer(inner);
+        assert_eq!(per_call(&mut plain).await, 0, "the layer");
+
+        let registry: BreakerRegistry<&'static str> =
+            BreakerRegistry::new(BreakerConfig::default());
+        let mut keyed = SafeCallLayer::new(policy.clone())
+            .breakers(registry, |_: &u32| "org-46cf")
+            .classify_response(|x: &u32| {
+                (*x == u32::MAX).then_some(safecall::ErrorClass::Transient)
+            })
+            .layer(inner);
+        assert_eq!(
+            per_call(&mut keyed).await,
+            0,
+            "the layer with a breaker per key and a response classifier"
+        );
+
+        // Retries at once: a clone of the service and of the request per attempt.
+        let zero: SafeCall<std::io::Error> = SafeCall::builder()
+            .backoff(Backoff::constant(Duration::ZERO))
+            .retry_budget(safecall::RetryBudget::disabled())
+            .build()
+            .unwrap();
+        let flaky = tower::service_fn(|x: u32| {
+            std::future::ready(if x % 2 == 0 {
+                Ok(x)
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+            })
+        });
+        let mut retrying = SafeCallLayer::new(zero)
+            .classify_response(|x: &u32| (*x % 4 == 0).then_some(safecall::ErrorClass::Transient))
+            .layer(flaky);
+        let before = allocations();
+        for i in 0..1_000 {
+            let _ = retrying.ready().await.ok().unwrap().call(i).await;
+        }
+        assert_eq!(allocations() - before, 0, "zero-delay retries");
+    });
+}

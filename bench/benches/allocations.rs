@@ -110,6 +110,23 @@ fn main() {
             "tower retry",
             per_call(async |i| assert!(tower_call(&mut svc, i).await.is_ok())).await,
         ));
+        let mut svc = tower::ServiceBuilder::new()
+            .layer(safecall::tower::SafeCallLayer::new(policy.clone()))
+            .service(tower::service_fn(op));
+        rows.push((
+            "success",
+            "safecall tower layer",
+            per_call(async |i| assert!(tower_call(&mut svc, i).await.is_ok())).await,
+        ));
+        let keyed: BreakerRegistry<u64> = BreakerRegistry::new(BreakerConfig::default());
+        let mut svc = tower::ServiceBuilder::new()
+            .layer(safecall::tower::SafeCallLayer::new(policy.clone()).breakers(keyed, |_: &u64| 7))
+            .service(tower::service_fn(op));
+        rows.push((
+            "success",
+            "safecall tower layer + breaker per key",
+            per_call(async |i| assert!(tower_call(&mut svc, i).await.is_ok())).await,
+        ));
         rows.push((
             "success",
             "backon",

@@ -6,14 +6,21 @@
 //! valgrind --tool=callgrind target/release/examples/hot_paths retry 1000000
 //! ```
 //! Instructions per call = (Ir at 2N - Ir at N) / N.
+//!
+//! The tower cases (`bare_service`, `tower_retry`, `tower_layer`,
+//! `tower_layer_no_budget`, `tower_layer_breaker`, and `registry_breaker_default`
+//! for the breaker alone with its registry lookup) call a stack the way a user
+//! does: `svc.ready().await?.call(i).await`.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use safecall::{Backoff, Breaker, BreakerConfig, Outcome, RetryBudget, SafeCall};
+use safecall::tower::SafeCallLayer;
+use safecall::{Backoff, Breaker, BreakerConfig, BreakerRegistry, Outcome, RetryBudget, SafeCall};
 use safecall_bench::peers::{Attempts, tower_call};
 use safecall_bench::{Failure, op, runtime, safecall_configs};
+use tower::ServiceBuilder;
 
 fn fails_twice(counter: &AtomicU32) -> impl Future<Output = Result<u64, Failure>> + use<> {
     let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -72,6 +79,48 @@ fn main() {
                 let mut svc = tower::retry::Retry::new(Attempts(3), tower::service_fn(op));
                 for i in 0..n {
                     black_box(tower_call(&mut svc, i).await.ok());
+                }
+            }
+            "bare_service" => {
+                let mut svc = tower::service_fn(op);
+                for i in 0..n {
+                    black_box(tower_call(&mut svc, i).await.ok());
+                }
+            }
+            "tower_layer" => {
+                let mut svc = ServiceBuilder::new()
+                    .layer(SafeCallLayer::new(policy.clone()))
+                    .service(tower::service_fn(op));
+                for i in 0..n {
+                    black_box(tower_call(&mut svc, i).await.ok());
+                }
+            }
+            "tower_layer_no_budget" => {
+                let mut svc = ServiceBuilder::new()
+                    .layer(SafeCallLayer::new(no_budget.clone()))
+                    .service(tower::service_fn(op));
+                for i in 0..n {
+                    black_box(tower_call(&mut svc, i).await.ok());
+                }
+            }
+            "tower_layer_breaker" => {
+                let registry: BreakerRegistry<u64> =
+                    BreakerRegistry::new(safecall_configs::default());
+                let mut svc = ServiceBuilder::new()
+                    .layer(SafeCallLayer::new(policy.clone()).breakers(registry, |_: &u64| 7))
+                    .service(tower::service_fn(op));
+                for i in 0..n {
+                    black_box(tower_call(&mut svc, i).await.ok());
+                }
+            }
+            "registry_breaker_default" => {
+                let registry: BreakerRegistry<u64> =
+                    BreakerRegistry::new(safecall_configs::default());
+                for _ in 0..n {
+                    let b = registry.get(&7);
+                    if let Ok(p) = b.try_acquire() {
+                        p.record(Outcome::Success);
+                    }
                 }
             }
             "breaker_default" => {

@@ -11,7 +11,7 @@ use crate::policy::Inner;
 /// The call's policy: borrowed or owned.
 pub(crate) enum PolicyRef<'a, E> {
     Borrowed(&'a Inner<E>),
-    #[allow(dead_code)] // the owned form is for the tower layer (issue 12)
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the tower layer's
     Owned(Arc<Inner<E>>),
 }
 

@@ -34,10 +34,18 @@ pub struct Attempt {
     pub time_left: Option<Duration>,
 }
 
-mod sealed {
+pub(crate) mod sealed {
     /// Makes one attempt's future.
     pub trait MakeAttempt<Fut> {
         fn make(&mut self, attempt: super::Attempt) -> Fut;
+
+        /// Whether another attempt can be made after the ones made so far: an
+        /// operation that replays a request it could not clone cannot. The call
+        /// asks before each retry, and never calls `make` again after `false`.
+        #[inline(always)]
+        fn can_retry(&self) -> bool {
+            true
+        }
     }
 
     /// Classifies a successful attempt's value: `None` for a success, the
@@ -62,7 +70,7 @@ impl<T> sealed::ClassifyOk<T> for EveryOk {
 /// The `classify_ok` of a [`Call`] given one, from
 /// [`Call::classify_ok`]: a `Fn(&T) -> Option<ErrorClass>`.
 #[derive(Clone)]
-pub struct ClassifyOkWith<F>(F);
+pub struct ClassifyOkWith<F>(pub(crate) F);
 
 impl<F> fmt::Debug for ClassifyOkWith<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -182,7 +190,7 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
 
     /// A call that owns its policy (one reference count per call): for a
     /// future that must outlive the policy's borrow.
-    #[allow(dead_code)] // the owned forms are for the tower layer (issue 12)
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the tower layer's
     pub(crate) fn new_owned(inner: std::sync::Arc<Inner<E>>, op: Op) -> Self {
         Self::with_policy(PolicyRef::Owned(inner), op)
     }
@@ -303,6 +311,13 @@ impl<'a, E, Op, Fut, B: BreakerHold> Call<'a, E, Op, Fut, EveryOk, B> {
     {
         remake!(self, |_old, breaker| (ClassifyOkWith(f), breaker))
     }
+
+    /// [`classify_ok`](Self::classify_ok) with any classifier of values
+    /// ([`EveryOk`] included), for a caller generic over it.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the tower layer's
+    pub(crate) fn with_classify_ok<C>(self, classify_ok: C) -> Call<'a, E, Op, Fut, C, B> {
+        remake!(self, |_old, breaker| (classify_ok, breaker))
+    }
 }
 
 impl<'a, E, Op, Fut, C> Call<'a, E, Op, Fut, C, NoBreaker> {
@@ -345,7 +360,7 @@ impl<'a, E, Op, Fut, C> Call<'a, E, Op, Fut, C, NoBreaker> {
 
     /// [`breaker`](Self::breaker) with an owned handle, for a call that must
     /// outlive the breaker's borrow.
-    #[allow(dead_code)] // the owned forms are for the tower layer (issue 12)
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the tower layer's
     pub(crate) fn breaker_owned(self, breaker: Breaker) -> Call<'a, E, Op, Fut, C, Breaker> {
         self.with_breaker(breaker)
     }
@@ -549,7 +564,15 @@ where
                         },
                     }));
                 }
-                if !withdraw(&inner.settings, this.breaker.get()) {
+                if !this.op.can_retry() {
+                    // Never silent: the call would have been retried.
+                    tracing::warn!(
+                        attempts,
+                        ?class,
+                        "not retried: the request could not be cloned for another attempt"
+                    );
+                    next = Next::GiveUp(ExhaustedReason::NotReplayable);
+                } else if !withdraw(&inner.settings, this.breaker.get()) {
                     next = Next::GiveUp(ExhaustedReason::BudgetEmpty);
                 }
             }
