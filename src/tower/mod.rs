@@ -123,7 +123,6 @@ mod http;
 mod service;
 
 use std::fmt;
-use std::sync::Arc;
 
 use tower_layer::Layer;
 
@@ -193,9 +192,8 @@ impl<E, B, C, R> SafeCallLayer<E, B, C, R> {
     /// before the inner service is called. Each attempt's outcome is recorded
     /// as [`Call::breaker`](crate::Call::breaker) records it.
     ///
-    /// The layer keeps the registry, shared by its clones and the services it
-    /// makes; reach it (for snapshots, a health check) with
-    /// [`registry`](SafeCallLayer::registry) on a clone of the layer.
+    /// The registry is a cheap handle: keep a clone of it (for snapshots, a
+    /// health check), or reach it with [`registry`](SafeCallLayer::registry).
     pub fn breakers<K, F>(
         self,
         registry: BreakerRegistry<K>,
@@ -204,7 +202,7 @@ impl<E, B, C, R> SafeCallLayer<E, B, C, R> {
         SafeCallLayer {
             policy: self.policy,
             breakers: Keyed {
-                registry: Arc::new(registry),
+                registry,
                 key,
             },
             classify: self.classify,
@@ -283,14 +281,14 @@ pub struct Unkeyed;
 /// The breakers of a [`SafeCallLayer`] given
 /// [`breakers`](SafeCallLayer::breakers): a registry and the key function.
 pub struct Keyed<K, F> {
-    registry: Arc<BreakerRegistry<K>>,
+    registry: BreakerRegistry<K>,
     key: F,
 }
 
 impl<K, F: Clone> Clone for Keyed<K, F> {
     fn clone(&self) -> Self {
         Self {
-            registry: Arc::clone(&self.registry),
+            registry: self.registry.clone(),
             key: self.key.clone(),
         }
     }
@@ -299,7 +297,7 @@ impl<K, F: Clone> Clone for Keyed<K, F> {
 impl<K, F> fmt::Debug for Keyed<K, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyed")
-            .field("registry", &Arc::as_ptr(&self.registry))
+            .field("registry", &self.registry)
             .finish_non_exhaustive()
     }
 }
