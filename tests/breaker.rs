@@ -606,9 +606,10 @@ async fn listener_may_call_back_into_the_breaker() {
 async fn transitions_are_traced_with_the_key() {
     let (subscriber, logs) = support::capture_logs(tracing::Level::INFO);
     let registry: safecall::BreakerRegistry<String> = safecall::BreakerRegistry::new(cons(1));
-    tracing::subscriber::with_default(subscriber, || {
+    {
+        let _guard = tracing::subscriber::set_default(subscriber);
         trip(&registry.get("org-46cf"), 1);
-    });
+    }
     let out = logs.text();
     assert!(out.contains("circuit breaker opened"), "{out}");
     assert!(out.contains("key=\"org-46cf\""), "{out}");

@@ -243,19 +243,3 @@ async fn the_deadline_passing_during_an_attempt_is_a_timeout() {
         "{err:?}"
     );
 }
-
-#[tokio::test(start_paused = true)]
-async fn tracing_says_the_value_was_classified() {
-    let (subscriber, logs) = support::capture_logs(tracing::Level::DEBUG);
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let script = Script::<Response, TestError>::new()
-        .then_ok(answer(503))
-        .then_ok(answer(200));
-    policy(3)
-        .call(|| script.attempt())
-        .classify_ok(by_status)
-        .await
-        .unwrap();
-    let text = logs.text();
-    assert!(text.contains("value_classified=true"), "{text}");
-}

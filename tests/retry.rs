@@ -679,29 +679,3 @@ fn debug_output_names_the_types() {
     );
     assert!(format!("{policy:?}").starts_with("SafeCall"));
 }
-
-#[tokio::test(start_paused = true)]
-async fn each_call_runs_in_a_safecall_span_when_debug_is_on() {
-    let (subscriber, logs) = support::capture_logs(tracing::Level::DEBUG);
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let script = Script::<u32, TestError>::new()
-        .then_err(status(503))
-        .then_ok(1);
-    let p = seed_policy().build().unwrap();
-    assert_eq!(p.call(|| script.attempt()).await.unwrap(), 1);
-    let text = logs.text();
-    assert!(text.contains("safecall{max_retries=3}"), "{text}");
-    assert!(text.contains("retrying"), "{text}");
-}
-
-#[tokio::test(start_paused = true)]
-async fn below_debug_a_call_logs_nothing() {
-    let (subscriber, logs) = support::capture_logs(tracing::Level::INFO);
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let script = Script::<u32, TestError>::new()
-        .then_err(status(503))
-        .then_ok(1);
-    let p = seed_policy().build().unwrap();
-    assert_eq!(p.call(|| script.attempt()).await.unwrap(), 1);
-    assert_eq!(logs.text(), "");
-}

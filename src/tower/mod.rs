@@ -201,10 +201,7 @@ impl<E, B, C, R> SafeCallLayer<E, B, C, R> {
     ) -> SafeCallLayer<E, Keyed<K, F>, C, R> {
         SafeCallLayer {
             policy: self.policy,
-            breakers: Keyed {
-                registry,
-                key,
-            },
+            breakers: Keyed { registry, key },
             classify: self.classify,
             clone_request: self.clone_request,
         }

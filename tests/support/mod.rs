@@ -61,6 +61,18 @@ impl std::io::Write for Logs {
     }
 }
 
+/// Serialises the tests of one binary that install a scoped subscriber.
+///
+/// `tracing` keeps one global maximum level, recomputed whenever a dispatcher
+/// registers; two tests registering at once can leave it at the lower level
+/// while the other's subscriber is live, so a `level_enabled!(DEBUG)` check
+/// (the call's lazy span) wrongly says no. Hold this for the test's length.
+pub fn log_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A plain-text `fmt` subscriber up to `level`, and what it writes.
 pub fn capture_logs(level: tracing::Level) -> (impl tracing::Subscriber, Logs) {
     let logs = Logs::default();
