@@ -140,7 +140,7 @@ pub use breaker::{
 };
 pub use budget::RetryBudget;
 pub use call::{
-    Attempt, BreakerHold, Call, ClassifyOkWith, EveryOk, NoBreaker, Plain, WithAttempt,
+    Attempt, BreakerHold, Call, ClassifyOkWith, EveryOk, Fallback, NoBreaker, Plain, WithAttempt,
 };
 pub use classify::{
     AlwaysTransient, Classify, ErrorClass, classify_grpc_code, classify_http_status, classify_io,

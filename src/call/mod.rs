@@ -15,9 +15,11 @@ use crate::policy::{Inner, RetryEvent};
 use crate::{Error, ErrorClass, ExhaustedReason};
 
 mod decide;
+mod fallback;
 mod holders;
 
 use decide::{Next, attempt_limit, breaker_outcome, budget_of, decide, refused_after, withdraw};
+pub use fallback::Fallback;
 pub use holders::{BreakerHold, NoBreaker};
 use holders::{BreakerSlot, PolicyRef};
 
@@ -317,6 +319,52 @@ impl<'a, E, Op, Fut, B: BreakerHold> Call<'a, E, Op, Fut, EveryOk, B> {
     #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the tower layer's
     pub(crate) fn with_classify_ok<C>(self, classify_ok: C) -> Call<'a, E, Op, Fut, C, B> {
         remake!(self, |_old, breaker| (classify_ok, breaker))
+    }
+}
+
+impl<'a, E, Op, Fut, C, B: BreakerHold> Call<'a, E, Op, Fut, C, B> {
+    /// Serves `f`'s value when the dependency was unavailable: the call ended
+    /// with [`Error::CircuitOpen`], [`Error::Exhausted`] or [`Error::Timeout`]
+    /// and `f` returns `Some` (a cached answer, a default). `None` returns the
+    /// error. Never run for [`Error::Permanent`]: a wrong request must not be
+    /// papered over. A `tracing` event (INFO, target `safecall`) says a
+    /// fallback served the call. Chain it last.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safecall::{Breaker, BreakerConfig, SafeCall};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let policy: SafeCall<&str> = SafeCall::builder().max_retries(0).build().unwrap();
+    /// let breaker = Breaker::new(BreakerConfig::default());
+    /// breaker.force_open(); // the provider is isolated
+    /// let cached = "yesterday's rates";
+    /// let rates = policy
+    ///     .call(|| async { Ok::<_, &str>("today's rates") })
+    ///     .breaker(&breaker)
+    ///     .fallback(|_| Some(cached))
+    ///     .await;
+    /// assert_eq!(rates.unwrap(), "yesterday's rates");
+    ///
+    /// // A wrong request is never papered over.
+    /// let policy: SafeCall<&str> = SafeCall::builder()
+    ///     .classify(|_: &&str| safecall::ErrorClass::CallerFault)
+    ///     .build()
+    ///     .unwrap();
+    /// let wrong = policy
+    ///     .call(|| async { Err::<&str, _>("bad phone number") })
+    ///     .fallback(|_| Some(cached))
+    ///     .await;
+    /// assert!(matches!(wrong, Err(safecall::Error::Permanent { .. })));
+    /// # }
+    /// ```
+    pub fn fallback<T, F>(self, f: F) -> Fallback<Self, F>
+    where
+        F: FnOnce(&Error<E>) -> Option<T>,
+    {
+        Fallback::new(self, f)
     }
 }
 
