@@ -47,7 +47,10 @@ impl<Fut: std::fmt::Debug, F> std::fmt::Debug for Fallback<Fut, F> {
 /// rather than that the request was wrong (it must not be papered over).
 fn unavailable<E>(e: &Error<E>) -> bool {
     match e {
-        Error::CircuitOpen { .. } | Error::Exhausted { .. } | Error::Timeout { .. } => true,
+        Error::CircuitOpen { .. }
+        | Error::Exhausted { .. }
+        | Error::Timeout { .. }
+        | Error::BulkheadFull { .. } => true,
         Error::Permanent { .. } => false,
     }
 }
