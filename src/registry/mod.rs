@@ -92,6 +92,7 @@
 //! ```
 
 mod eviction;
+mod fleet;
 mod shard;
 #[cfg(test)]
 mod tests;
@@ -110,6 +111,7 @@ use tokio::time::Instant;
 use crate::ConfigError;
 use crate::breaker::{Breaker, BreakerConfig, BreakerSnapshot, Core, Inner, Settings};
 use eviction::{At, Goal, Queue, Step, TIDY};
+pub use fleet::{Applied, SyncTarget};
 use shard::Shard;
 
 /// Stamp of an entry used since the eviction hand last passed it.
@@ -164,7 +166,7 @@ impl<K> Clone for BreakerRegistry<K> {
 }
 
 /// The registry's state, shared by its handles.
-pub(super) struct State<K> {
+pub(crate) struct State<K> {
     shards: Box<[RwLock<Shard<K>>]>,
     hasher: RandomState,
     settings: Arc<Settings>,
@@ -183,6 +185,8 @@ pub(super) struct State<K> {
     failing: AtomicU64,
     /// Where the next look at another shard's parked entries starts.
     helper: AtomicUsize,
+    /// The fleet's state sync, if one is attached (see `fleet`).
+    fleet: Option<Arc<dyn crate::fleet::StateSync<K>>>,
 }
 
 impl<K> fmt::Debug for BreakerRegistry<K> {
@@ -232,6 +236,7 @@ impl<K: Clone> Clone for State<K> {
             parked: AtomicU64::new(self.parked.load(Ordering::Relaxed)),
             failing: AtomicU64::new(self.failing.load(Ordering::Relaxed)),
             helper: AtomicUsize::new(self.helper.load(Ordering::Relaxed)),
+            fleet: self.fleet.clone(),
         }
     }
 }
@@ -295,6 +300,7 @@ where
             parked: AtomicU64::new(0),
             failing: AtomicU64::new(0),
             helper: AtomicUsize::new(0),
+            fleet: None,
         }))
     }
 
