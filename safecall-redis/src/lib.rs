@@ -430,12 +430,13 @@ where
 
 /// A replica id from the process's random hasher seed, the time and the
 /// process id: distinct across replicas without a random crate.
-fn random_id() -> u64 {
+fn random_id() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         h.write_u128(d.as_nanos());
     }
-    h.finish()
+    let x = h.finish();
+    (x ^ (x >> 32)) as u32
 }

@@ -2,7 +2,7 @@
 //! relative times only.
 //!
 //! A message: `sc1 <origin> <kind> <ms> <key>`, with `origin` the replica's
-//! 16 hex digits, `kind` one of `cool`, `cool!` (a hint cut short by the
+//! 8 hex digits, `kind` one of `cool`, `cool!` (a hint cut short by the
 //! origin's `max_cooldown`), `forced`, `opened`, `closed`, `ms` the time
 //! left in milliseconds, and the key last (it may hold spaces). A hold key's
 //! value is `sc1 <origin> <kind>`, its time left the key's `PTTL`. Anything
@@ -71,10 +71,10 @@ pub(crate) fn encode_hold(origin: ReplicaId, kind: Kind) -> String {
 }
 
 fn origin(s: &str) -> Option<ReplicaId> {
-    if s.len() != 16 {
+    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    u64::from_str_radix(s, 16).ok().map(ReplicaId::new)
+    u32::from_str_radix(s, 16).ok().map(ReplicaId::new)
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Option<Message<'_>> {
@@ -128,7 +128,7 @@ pub(crate) fn decode_hold(value: &[u8], pttl_ms: i64) -> Option<(ReplicaId, Kind
 mod tests {
     use super::*;
 
-    const A: ReplicaId = ReplicaId::new(0x0123_4567_89ab_cdef);
+    const A: ReplicaId = ReplicaId::new(0x89ab_cdef);
 
     #[test]
     fn a_message_round_trips_with_spaces_in_its_key() {
@@ -138,7 +138,7 @@ mod tests {
             Duration::from_millis(1500),
             "org 46cf",
         );
-        assert_eq!(m, "sc1 0123456789abcdef cool! 1500 org 46cf");
+        assert_eq!(m, "sc1 89abcdef cool! 1500 org 46cf");
         let d = decode(m.as_bytes()).unwrap();
         assert_eq!(d.origin, A);
         assert_eq!(d.kind, Kind::Cool { cut_short: true });
@@ -151,20 +151,20 @@ mod tests {
         for bad in [
             &b""[..],
             b"hello",
-            b"sc2 0123456789abcdef cool 1 k",
+            b"sc2 89abcdef cool 1 k",
             b"sc1 0123456789abcdeg cool 1 k",
             b"sc1 123 cool 1 k",
-            b"sc1 0123456789abcdef warm 1 k",
-            b"sc1 0123456789abcdef cool -1 k",
-            b"sc1 0123456789abcdef cool 1e9 k",
-            b"sc1 0123456789abcdef cool 99999999999999999999 k",
-            b"sc1 0123456789abcdef cool 1 ",
-            b"sc1 0123456789abcdef cool 1",
+            b"sc1 89abcdef warm 1 k",
+            b"sc1 89abcdef cool -1 k",
+            b"sc1 89abcdef cool 1e9 k",
+            b"sc1 89abcdef cool 99999999999999999999 k",
+            b"sc1 89abcdef cool 1 ",
+            b"sc1 89abcdef cool 1",
             b"\xff\xfe",
         ] {
             assert_eq!(decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
-        let long = format!("sc1 0123456789abcdef cool 1 {}", "k".repeat(MAX_MESSAGE));
+        let long = format!("sc1 89abcdef cool 1 {}", "k".repeat(MAX_MESSAGE));
         assert_eq!(decode(long.as_bytes()), None);
     }
 
@@ -176,6 +176,6 @@ mod tests {
             Some((A, Kind::Forced, Duration::from_millis(2500)))
         );
         assert_eq!(decode_hold(v.as_bytes(), -2), None);
-        assert_eq!(decode_hold(b"sc1 0123456789abcdef opened", 10), None);
+        assert_eq!(decode_hold(b"sc1 89abcdef opened", 10), None);
     }
 }

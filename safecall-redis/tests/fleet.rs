@@ -255,10 +255,10 @@ async fn garbage_on_the_channel_is_ignored_and_counted_and_long_holds_are_capped
     let junk: [&[u8]; 6] = [
         b"hello",
         b"sc1 zzzz cool 100 org-1",
-        b"sc1 00000000000000aa warm 100 org-1",
-        b"sc1 00000000000000aa cool -5 org-1",
+        b"sc1 000000aa warm 100 org-1",
+        b"sc1 000000aa cool -5 org-1",
         b"\xff\xfe\x00",
-        b"sc9 00000000000000aa cool 100 org-1",
+        b"sc9 000000aa cool 100 org-1",
     ];
     for m in junk {
         let _: () = redis::cmd("PUBLISH")
@@ -278,7 +278,7 @@ async fn garbage_on_the_channel_is_ignored_and_counted_and_long_holds_are_capped
     // A day-long hold from a hostile or broken replica: cut to the cap.
     let _: () = redis::cmd("PUBLISH")
         .arg("safecall:junk:events")
-        .arg("sc1 00000000000000aa forced 86400000 org-1")
+        .arg("sc1 000000aa forced 86400000 org-1")
         .query_async(&mut raw)
         .await
         .expect("publish");
