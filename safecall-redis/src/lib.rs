@@ -156,6 +156,9 @@ pub(crate) struct Shared {
     pub(crate) wake: Notify,
     /// A connection made by `connect`, for the writer to start with.
     pub(crate) first: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// The subscription made by `connect`, for the reader to start with: a
+    /// hold published once `connect` has returned is not missed.
+    pub(crate) first_sub: Mutex<Option<redis::aio::PubSub>>,
     pub(crate) writer_up: AtomicBool,
     pub(crate) reader_up: AtomicBool,
     /// Bumped by the reader on each new subscription: the writer's
@@ -232,9 +235,10 @@ impl RedisSync {
     /// `rediss://` needs the `redis` crate's TLS features), sharing within
     /// `namespace` (replicas of one service use one namespace).
     ///
-    /// Tries to connect once (under a timeout); a store that is down does
-    /// not fail this: the sync starts degraded and keeps trying, and the
-    /// breakers run locally meanwhile. Its tasks start when it is attached
+    /// Tries to connect and subscribe once (under a timeout), so that what
+    /// the other replicas publish from then on reaches this one; a store
+    /// that is down does not fail this: the sync starts degraded and keeps
+    /// trying, and the breakers run locally meanwhile. Its tasks start when it is attached
     /// to a registry, on the runtime this was called in.
     ///
     /// # Errors
@@ -266,6 +270,7 @@ impl RedisSync {
             queue: Mutex::new(Queue::new(1024)),
             wake: Notify::new(),
             first: Mutex::new(None),
+            first_sub: Mutex::new(None),
             writer_up: AtomicBool::new(false),
             reader_up: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
@@ -286,6 +291,10 @@ impl RedisSync {
         if let Some(conn) = tasks::open(&shared, config.command_timeout).await {
             *lock(&shared.first) = Some(conn);
             shared.writer_up.store(true, Ordering::Relaxed);
+            if let Some(sub) = tasks::subscribe(&shared, config.command_timeout).await {
+                *lock(&shared.first_sub) = Some(sub);
+                shared.reader_up.store(true, Ordering::Relaxed);
+            }
         }
         Ok(Self {
             shared,

@@ -42,6 +42,28 @@ pub(crate) async fn open(shared: &Shared, limit: Duration) -> Option<Multiplexed
     }
 }
 
+/// A subscription to the namespace's channel, or `None` (the failure kept
+/// for the status).
+pub(crate) async fn subscribe(shared: &Shared, limit: Duration) -> Option<redis::aio::PubSub> {
+    let channel = shared.channel();
+    let subscribed = async {
+        let mut pubsub = shared.client.get_async_pubsub().await?;
+        pubsub.subscribe(&channel).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    match timeout(limit, subscribed).await {
+        Ok(Ok(p)) => Some(p),
+        Ok(Err(e)) => {
+            shared.failed("subscribing", &e);
+            None
+        }
+        Err(_) => {
+            shared.failed("subscribing", &format_args!("no answer within {limit:?}"));
+            None
+        }
+    }
+}
+
 fn hold_kind(kind: Kind) -> HoldKind {
     match kind {
         Kind::Cool { cut_short } => HoldKind::CoolDown { cut_short },
@@ -157,35 +179,27 @@ where
     K: Hash + Eq + Clone + fmt::Debug + fmt::Display + FromStr + Send + Sync + 'static,
 {
     let mut reports = Reports::default();
-    let channel = shared.channel();
+    let mut resubscribed = false;
     loop {
         if !target.is_attached() {
             return;
         }
-        let subscribed = async {
-            let mut pubsub = shared.client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+        let first = lock(&shared.first_sub).take();
+        let pubsub = match first {
+            Some(p) => p,
+            None => match subscribe(&shared, cfg.command_timeout).await {
+                Some(p) => p,
+                None => {
+                    shared.reader_up.store(false, Ordering::Relaxed);
+                    sleep(cfg.reconnect_delay).await;
+                    continue;
+                }
+            },
         };
-        let pubsub = match timeout(cfg.command_timeout, subscribed).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                shared.failed("subscribing", &e);
-                shared.reader_up.store(false, Ordering::Relaxed);
-                sleep(cfg.reconnect_delay).await;
-                continue;
-            }
-            Err(_) => {
-                shared.failed(
-                    "subscribing",
-                    &format_args!("no answer within {:?}", cfg.command_timeout),
-                );
-                shared.reader_up.store(false, Ordering::Relaxed);
-                sleep(cfg.reconnect_delay).await;
-                continue;
-            }
-        };
-        shared.epoch.fetch_add(1, Ordering::AcqRel);
+        if resubscribed {
+            shared.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        resubscribed = true;
         shared.reader_up.store(true, Ordering::Relaxed);
         shared.recovered();
         // Holds set while this replica was away (or before it started).

@@ -413,3 +413,26 @@ async fn the_hot_path_costs_the_same_with_sync_on_and_off() {
         "{best_on:?} vs {best_off:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_published_as_soon_as_both_are_built_is_not_missed() {
+    let Some(server) = RedisServer::start("no wait").await else {
+        return;
+    };
+    let a_sync = RedisSync::connect(&server.url(), "nowait")
+        .await
+        .expect("a");
+    let a_id = a_sync.replica();
+    let a = BreakerRegistry::<String>::new(BreakerConfig::default()).sync(a_sync);
+    let b = BreakerRegistry::<String>::new(BreakerConfig::default()).sync(
+        RedisSync::connect(&server.url(), "nowait")
+            .await
+            .expect("b"),
+    );
+    too_many_requests(&a, "org-1", S * 20);
+    eventually("B holds org-1", BOUND, || {
+        let held = held_by(&b, "org-1") == Some(a_id);
+        async move { held }
+    })
+    .await;
+}
