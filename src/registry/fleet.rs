@@ -4,35 +4,82 @@
 
 use std::fmt;
 use std::hash::Hash;
-use std::sync::{Arc, Weak};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use super::{BreakerRegistry, State};
+use super::{BreakerRegistry, State, read, write};
 use crate::fleet::{Feed, LocalEvent, RemoteHold, StateSync, SyncStatus};
 use crate::health::{Check, CheckOutcome};
+
+/// Where a sync's target finds the registry's state: a builder method may
+/// move the state (see [`StateMut`]), and points this at where it landed.
+pub(crate) type Cell<K> = Arc<RwLock<Weak<State<K>>>>;
+
+/// The registry's state for a builder method (`Arc::make_mut`: in place, or
+/// a copy if other handles share it). Dropping it points an attached sync's
+/// target at the state, wherever it now is: a builder method called after
+/// [`BreakerRegistry::sync`] keeps the sync attached.
+pub(crate) struct StateMut<'a, K> {
+    registry: &'a mut BreakerRegistry<K>,
+}
+
+impl<'a, K: Clone> StateMut<'a, K> {
+    pub(super) fn new(registry: &'a mut BreakerRegistry<K>) -> Self {
+        Self { registry }
+    }
+}
+
+impl<K> Deref for StateMut<'_, K> {
+    type Target = State<K>;
+
+    fn deref(&self) -> &State<K> {
+        &self.registry.s
+    }
+}
+
+impl<K: Clone> DerefMut for StateMut<'_, K> {
+    fn deref_mut(&mut self) -> &mut State<K> {
+        Arc::make_mut(&mut self.registry.s)
+    }
+}
+
+impl<K> Drop for StateMut<'_, K> {
+    fn drop(&mut self) {
+        if let Some(cell) = &self.registry.s.fleet_cell {
+            *write(cell) = Arc::downgrade(&self.registry.s);
+        }
+    }
+}
 
 /// Where a [`StateSync`] applies the other replicas' holds: a weak handle
 /// to the registry it was attached to (it does not keep the registry alive;
 /// once the registry is dropped, [`apply`](Self::apply) returns `None` and
 /// the sync's tasks can end).
 pub struct SyncTarget<K> {
-    registry: Weak<State<K>>,
+    registry: Cell<K>,
     max_remote_hold: Duration,
 }
 
 impl<K> Clone for SyncTarget<K> {
     fn clone(&self) -> Self {
         Self {
-            registry: Weak::clone(&self.registry),
+            registry: Arc::clone(&self.registry),
             max_remote_hold: self.max_remote_hold,
         }
+    }
+}
+
+impl<K> SyncTarget<K> {
+    fn state(&self) -> Option<Arc<State<K>>> {
+        read(&self.registry).upgrade()
     }
 }
 
 impl<K> fmt::Debug for SyncTarget<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SyncTarget")
-            .field("attached", &(self.registry.strong_count() > 0))
+            .field("attached", &self.state().is_some())
             .field("max_remote_hold", &self.max_remote_hold)
             .finish()
     }
@@ -61,7 +108,7 @@ where
     /// Whether the registry is still there.
     #[must_use]
     pub fn is_attached(&self) -> bool {
-        self.registry.strong_count() > 0
+        read(&self.registry).strong_count() > 0
     }
 
     /// Apply another replica's hold to `key`'s breaker, creating it if this
@@ -71,9 +118,7 @@ where
     /// cool-down. A full registry's overflow breaker is never held (that
     /// would hold every overflowing key). `None` once the registry is gone.
     pub fn apply(&self, key: &K, hold: &RemoteHold) -> Option<Applied> {
-        let registry = BreakerRegistry {
-            s: self.registry.upgrade()?,
-        };
+        let registry = BreakerRegistry { s: self.state()? };
         let capped = hold.remaining > self.max_remote_hold;
         let mut hold = *hold;
         hold.remaining = hold.remaining.min(self.max_remote_hold);
@@ -94,7 +139,7 @@ where
     /// after a reconnect). `None` once the registry is gone.
     #[must_use]
     pub fn keys(&self) -> Option<Vec<K>> {
-        let s = self.registry.upgrade()?;
+        let s = self.state()?;
         let mut out = Vec::with_capacity(s.len.load(std::sync::atomic::Ordering::Relaxed));
         for shard in s.shards.iter() {
             out.extend(super::read(shard).entries().map(|(_, e)| e.key.clone()));
@@ -113,9 +158,11 @@ where
     ///
     /// Builder style and infallible; needs no runtime (the sync runs its
     /// own tasks). Every breaker of the registry feeds the sync, those
-    /// created before this call too (they share the registry's settings);
-    /// call it once, right after building the registry (a second sync is
-    /// ignored, with a warning).
+    /// created before this call too (they share the registry's settings),
+    /// and builder methods called after it keep the sync attached. Attach
+    /// one sync per registry (a second is ignored, with a warning), and
+    /// set [`with_key_config`](Self::with_key_config) overrides before it:
+    /// an override added later does not feed the sync.
     ///
     /// ```
     /// use safecall::fleet::StateSync;
@@ -142,12 +189,15 @@ where
                 sync.publish(key, event);
             }
         });
-        let st = self.state_mut();
+        let cell: Cell<K> = Arc::new(RwLock::new(Weak::new()));
+        let mut st = self.state_mut();
         st.fleet = Some(Arc::clone(&sync));
+        st.fleet_cell = Some(Arc::clone(&cell));
         let mut installed = true;
         for settings in std::iter::once(&st.settings).chain(st.overrides.values()) {
             installed &= settings.feed.set(Arc::clone(&feed)).is_ok();
         }
+        drop(st);
         if !installed {
             tracing::warn!(
                 target: "safecall::fleet",
@@ -155,7 +205,7 @@ where
             );
         }
         let target = SyncTarget {
-            registry: Arc::downgrade(&self.s),
+            registry: cell,
             max_remote_hold: sync.max_remote_hold(),
         };
         sync.attach(target);

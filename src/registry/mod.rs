@@ -187,6 +187,9 @@ pub(crate) struct State<K> {
     helper: AtomicUsize,
     /// The fleet's state sync, if one is attached (see `fleet`).
     fleet: Option<Arc<dyn crate::fleet::StateSync<K>>>,
+    /// Where the sync's target finds this state (re-pointed by builder
+    /// methods, which may move it).
+    fleet_cell: Option<fleet::Cell<K>>,
 }
 
 impl<K> fmt::Debug for BreakerRegistry<K> {
@@ -237,6 +240,7 @@ impl<K: Clone> Clone for State<K> {
             failing: AtomicU64::new(self.failing.load(Ordering::Relaxed)),
             helper: AtomicUsize::new(self.helper.load(Ordering::Relaxed)),
             fleet: self.fleet.clone(),
+            fleet_cell: self.fleet_cell.clone(),
         }
     }
 }
@@ -301,6 +305,7 @@ where
             failing: AtomicU64::new(0),
             helper: AtomicUsize::new(0),
             fleet: None,
+            fleet_cell: None,
         }))
     }
 
@@ -310,9 +315,11 @@ where
 
     /// The state, for a builder method: in place while this is the only
     /// handle; otherwise a separate copy (holding the same breakers so far),
-    /// so that the other handles keep their configuration.
-    fn state_mut(&mut self) -> &mut State<K> {
-        Arc::make_mut(&mut self.s)
+    /// so that the other handles keep their configuration. (A guard: when
+    /// it is dropped, an attached state sync's target is pointed at the
+    /// state where it landed.)
+    fn state_mut(&mut self) -> fleet::StateMut<'_, K> {
+        fleet::StateMut::new(self)
     }
 
     /// The most keys kept at once (default 100,000). At the cap, a new key
@@ -324,10 +331,11 @@ where
     /// breaker.
     #[must_use]
     pub fn max_keys(mut self, max_keys: usize) -> Self {
-        let st = self.state_mut();
+        let mut st = self.state_mut();
         st.max_keys = max_keys;
         let n = shard_count(max_keys);
-        if n != st.shards.len() {
+        let reshard = n != st.shards.len();
+        if reshard {
             let old = std::mem::take(&mut st.shards);
             let mut shards: Vec<Shard<K>> = (0..n).map(|_| Shard::new()).collect();
             for shard in old.into_vec() {
@@ -344,6 +352,9 @@ where
             // Every entry is back in a ring, to be sorted again.
             st.parked = AtomicU64::new(0);
             st.failing = AtomicU64::new(0);
+        }
+        drop(st);
+        if reshard {
             for (i, shard) in self.s.shards.iter().enumerate() {
                 self.publish(i, &read(shard));
             }
