@@ -162,6 +162,23 @@ async fn a_remote_hold_on_a_new_key_refuses_its_first_call_capped_and_names_the_
     );
     // Remote holds are not shared again.
     assert!(rec.take().is_empty());
+    let snap = &registry.snapshot()[0];
+    assert_eq!(snap.remote_hold, Some(PEER));
+    assert_eq!(snap.state, BreakerState::Open);
+    let report = HealthChecks::builder()
+        .check(safecall::health::BreakerCheck::new("Breakers", {
+            let r = registry.clone();
+            move || r.snapshot()
+        }))
+        .build()
+        .unwrap()
+        .run()
+        .await;
+    let message = &report.integration("Breakers").unwrap().message;
+    assert!(
+        message.contains("on the word of replica 0000beef"),
+        "{message}"
+    );
     tokio::time::advance(S * 60).await;
     assert_eq!(breaker.state(), BreakerState::Closed);
 }

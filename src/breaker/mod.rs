@@ -348,6 +348,9 @@ pub struct BreakerSnapshot<K> {
     pub forced: bool,
     /// Whether a server's retry-after hint is holding calls back.
     pub cooling_down: bool,
+    /// The replica whose hold refuses calls here, while another replica's
+    /// hold does (see [`crate::fleet`]).
+    pub remote_hold: Option<ReplicaId>,
     /// The breaker's mode: in [`BreakerMode::MetricsOnly`], `state` is what
     /// would have been, and nothing is refused.
     pub mode: BreakerMode,
@@ -387,6 +390,7 @@ impl<K> BreakerSnapshot<K> {
             probes_in_flight: 0,
             forced: false,
             cooling_down: false,
+            remote_hold: None,
             mode: BreakerMode::Enabled,
             generation: 0,
         }

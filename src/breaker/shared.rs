@@ -381,6 +381,7 @@ impl Core {
             snap.probes_in_flight = m.probes_in_flight(now);
             snap.forced = m.is_forced();
             snap.cooling_down = m.word(now) & COOLING != 0;
+            snap.remote_hold = m.remote_hold_at(now);
             snap.generation = m.generation();
         }
         snap

@@ -195,6 +195,13 @@ impl Machine {
         self.forced
     }
 
+    /// The replica whose hold refuses calls at `now`, if one does.
+    pub(crate) fn remote_hold_at(&self, now: Instant) -> Option<ReplicaId> {
+        self.remote_until
+            .is_some_and(|u| now < u)
+            .then_some(self.remote_origin)
+    }
+
     pub(crate) fn tripped_by(&self) -> Option<TransitionCause> {
         self.tripped_by
     }
