@@ -93,6 +93,8 @@
 //!
 //! - [`backoff`], [`classify`], [`budget`]: the parts of a retry policy.
 //! - [`breaker`], [`registry`]: circuit breakers, and one per key.
+//! - [`fleet`]: cool-downs and opens shared across the replicas of a service
+//!   (the `safecall-redis` crate implements it on Redis).
 //! - [`health`]: named checks and breaker states folded into a report for a
 //!   health endpoint.
 //! - `testing` (feature `testing`): scripted operations and chaos injection, to
@@ -123,6 +125,7 @@ pub mod bulkhead;
 mod call;
 pub mod classify;
 mod error;
+pub mod fleet;
 pub mod health;
 mod policy;
 pub mod registry;

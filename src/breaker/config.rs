@@ -495,6 +495,7 @@ impl BreakerConfig {
             mode: self.mode,
             listener: self.listener.clone(),
             retry_budget: self.retry_budget.filter(RetryBudget::is_enabled),
+            feed: std::sync::OnceLock::new(),
         })
     }
 }
@@ -537,6 +538,9 @@ pub(crate) struct Settings {
     pub(crate) listener: Option<Listener>,
     /// A retry budget per breaker, if asked for (and enabled).
     pub(crate) retry_budget: Option<RetryBudget>,
+    /// The registry's feed to a fleet's state sync, set once by
+    /// `BreakerRegistry::sync`.
+    pub(crate) feed: std::sync::OnceLock<crate::fleet::Feed>,
 }
 
 impl fmt::Debug for Settings {

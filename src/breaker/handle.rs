@@ -26,6 +26,7 @@ use crate::breaker::permit::{Kind, Outcome, Permit};
 use crate::breaker::shared::{Core, Inner, KeyLabel, Unkeyed, generation_of};
 use crate::breaker::state::{
     Admission, COOLING, Change, FLAGS_MASK, FORCED, OPEN_BITS, PHASE_MASK, Phase, ProbeResult,
+    REMOTE,
 };
 use crate::breaker::{
     BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, RefusalCause, Rejected, Transition,
@@ -189,7 +190,8 @@ impl Breaker {
             return refuse(s.open_duration, RefusalCause::ForcedOpen);
         }
         let open = w & PHASE_MASK == OPEN_BITS;
-        if open || w & COOLING != 0 {
+        // Another replica's hold: the machine names the refusal's cause.
+        if w & REMOTE == 0 && (open || w & COOLING != 0) {
             let until = ext.refuse_until.load(Ordering::Acquire);
             let t = ext.nanos(now);
             if t < until {
@@ -453,6 +455,7 @@ impl Breaker {
             m.cool_down(until, hint > d);
             core.publish(ext, &m, now);
         }
+        self.feed_cool_down(d, hint > d);
         tracing::debug!(
             target: "safecall::breaker",
             key = ?self.0.key.label(),
@@ -501,6 +504,7 @@ impl Breaker {
                 key_any: self.0.key.as_any(),
             });
         }
+        self.feed_transition(&c);
     }
 }
 

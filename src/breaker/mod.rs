@@ -98,9 +98,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::fleet::ReplicaId;
+
 mod config;
 mod handle;
 mod permit;
+mod remote;
 mod shared;
 pub(crate) mod state;
 mod window;
@@ -253,6 +256,15 @@ pub enum RefusalCause {
     CoolingDown,
     /// Half-open, with every probe slot taken by a probe in flight.
     ProbesBusy,
+    /// Another replica of the fleet shared a hold on this key (a server's
+    /// retry-after hint it got, a breaker forced open there, or failure opens
+    /// reported by enough replicas; see [`crate::fleet`]). `origin` names the
+    /// replica. Nothing was counted here; the hold lasts at most the fleet's
+    /// `max_remote_hold`.
+    RemoteHold {
+        /// The replica whose hold this is.
+        origin: ReplicaId,
+    },
 }
 
 impl fmt::Display for RefusalCause {
@@ -262,6 +274,9 @@ impl fmt::Display for RefusalCause {
             RefusalCause::ForcedOpen => "forced open by hand",
             RefusalCause::CoolingDown => "cooling down on the server's retry-after hint",
             RefusalCause::ProbesBusy => "half-open, every probe slot taken",
+            RefusalCause::RemoteHold { origin } => {
+                return write!(f, "held by replica {origin} of the fleet");
+            }
         })
     }
 }
@@ -333,6 +348,9 @@ pub struct BreakerSnapshot<K> {
     pub forced: bool,
     /// Whether a server's retry-after hint is holding calls back.
     pub cooling_down: bool,
+    /// The replica whose hold refuses calls here, while another replica's
+    /// hold does (see [`crate::fleet`]).
+    pub remote_hold: Option<ReplicaId>,
     /// The breaker's mode: in [`BreakerMode::MetricsOnly`], `state` is what
     /// would have been, and nothing is refused.
     pub mode: BreakerMode,
@@ -372,6 +390,7 @@ impl<K> BreakerSnapshot<K> {
             probes_in_flight: 0,
             forced: false,
             cooling_down: false,
+            remote_hold: None,
             mode: BreakerMode::Enabled,
             generation: 0,
         }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::breaker::config::Settings;
 use crate::breaker::state::{
     COOLING, FLAGS_MASK, FORCED, GEN_MASK, GEN_SHIFT, MACHINE_BITS, Machine, OPEN_BITS, PHASE_MASK,
-    PROBE_NEXT, Phase,
+    PROBE_NEXT, Phase, REMOTE,
 };
 use crate::breaker::window::Window;
 use crate::breaker::{BreakerMode, BreakerSnapshot, BreakerState, RefusalCause};
@@ -238,7 +238,7 @@ impl Core {
             // A cool-down that has run out keeps its flag until the next call
             // republishes the word: a key nobody calls again must not stay
             // pinned by it.
-            COOLING => self.ext.get().is_some_and(|ext| {
+            f if f & !(COOLING | REMOTE) == 0 => self.ext.get().is_some_and(|ext| {
                 ext.nanos(Instant::now()) >= ext.refuse_until.load(Ordering::Acquire)
             }),
             _ => false,
@@ -381,6 +381,7 @@ impl Core {
             snap.probes_in_flight = m.probes_in_flight(now);
             snap.forced = m.is_forced();
             snap.cooling_down = m.word(now) & COOLING != 0;
+            snap.remote_hold = m.remote_hold_at(now);
             snap.generation = m.generation();
         }
         snap

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::breaker::config::Settings;
 use crate::breaker::{BreakerState, RefusalCause, TransitionCause};
+use crate::fleet::ReplicaId;
 
 /// The phase of the machine. `Open` covers a forced open too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,8 @@ pub(crate) const FORCED: u64 = 1 << 2;
 pub(crate) const COOLING: u64 = 1 << 3;
 /// A cool-down cut short by `max_cooldown`: the next call after it is a probe.
 pub(crate) const PROBE_NEXT: u64 = 1 << 4;
+/// Another replica's hold (see [`crate::fleet`]) refuses calls.
+pub(crate) const REMOTE: u64 = 1 << 5;
 /// The word of a closed breaker with nothing pending, generation aside.
 pub(crate) const FLAGS_MASK: u64 = 0xFF;
 
@@ -140,6 +143,10 @@ pub(crate) struct Machine {
     /// provider's answer after it is unknown, so the next call is a probe.
     probe_next: bool,
     tripped_by: Option<TransitionCause>,
+    /// Another replica's hold: refuses calls until then, on top of (never
+    /// instead of) this breaker's own open period and cool-down.
+    remote_until: Option<Instant>,
+    remote_origin: ReplicaId,
 }
 
 impl Machine {
@@ -157,6 +164,8 @@ impl Machine {
             cooldown_until: None,
             probe_next: false,
             tripped_by: None,
+            remote_until: None,
+            remote_origin: ReplicaId::new(0),
         }
     }
 
@@ -168,6 +177,7 @@ impl Machine {
             && !self.forced
             && self.tripped_by.is_none()
             && self.cooldown_until.is_none_or(|c| c <= now)
+            && self.remote_until.is_none_or(|c| c <= now)
             && !self.probe_next
     }
 
@@ -183,6 +193,13 @@ impl Machine {
 
     pub(crate) fn is_forced(&self) -> bool {
         self.forced
+    }
+
+    /// The replica whose hold refuses calls at `now`, if one does.
+    pub(crate) fn remote_hold_at(&self, now: Instant) -> Option<ReplicaId> {
+        self.remote_until
+            .is_some_and(|u| now < u)
+            .then_some(self.remote_origin)
     }
 
     pub(crate) fn tripped_by(&self) -> Option<TransitionCause> {
@@ -206,6 +223,9 @@ impl Machine {
         if self.probe_next {
             w |= PROBE_NEXT;
         }
+        if self.remote_until.is_some_and(|c| c > now) {
+            w |= REMOTE;
+        }
         w
     }
 
@@ -215,17 +235,23 @@ impl Machine {
     pub(crate) fn refuse_until(&self, now: Instant) -> Option<Instant> {
         let open = (self.phase == Phase::Open).then_some(self.open_until);
         let cool = self.cooldown_until.filter(|c| *c > now);
-        match (open, cool) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
+        let remote = self.remote_until.filter(|c| *c > now);
+        [open, cool, remote].into_iter().flatten().max()
+    }
+
+    /// The end of the hold that refuses calls at `now` whatever the phase:
+    /// a cool-down or another replica's hold, whichever ends later.
+    fn held_until(&self, now: Instant) -> Option<Instant> {
+        let cool = self.cooldown_until.filter(|c| *c > now);
+        let remote = self.remote_until.filter(|c| *c > now);
+        cool.max(remote)
     }
 
     /// The state as reported at `now`: an open breaker whose time has come
     /// reports half-open before the next call moves it there; a cooling-down
     /// breaker reports open (it refuses calls).
     pub(crate) fn state_at(&self, now: Instant) -> BreakerState {
-        let cooling = self.cooldown_until.is_some_and(|c| now < c);
+        let cooling = self.held_until(now).is_some();
         match self.phase {
             // Redundant with a forced breaker's far `open_until`, kept so
             // that "forced means open" does not depend on that constant.
@@ -262,14 +288,19 @@ impl Machine {
     /// its probe slots are full. The lock-free refusal in the handle follows
     /// the same order.
     pub(crate) fn refusal_cause(&self, now: Instant) -> RefusalCause {
+        let remote = self.remote_until.is_some_and(|u| now < u);
         if self.forced {
             RefusalCause::ForcedOpen
-        } else if self.phase == Phase::Open {
+        } else if self.phase == Phase::Open && (now < self.open_until || !remote) {
             RefusalCause::Open
         } else if self.cooldown_until.is_some_and(|u| now < u) {
             // Callers ask only while calls are refused, so a cool-down
             // that is still running is the refusal's cause.
             RefusalCause::CoolingDown
+        } else if remote {
+            RefusalCause::RemoteHold {
+                origin: self.remote_origin,
+            }
         } else {
             RefusalCause::ProbesBusy
         }
@@ -324,26 +355,25 @@ impl Machine {
     /// Ask to admit a call at `now`. Moves Open to HalfOpen when the open
     /// period has passed, and admits the caller as a probe.
     pub(crate) fn acquire(&mut self, s: &Settings, now: Instant) -> (Admission, Option<Change>) {
-        if let Some(until) = self.cooldown_until {
-            if now < until {
-                let wait = until.saturating_duration_since(now);
-                let wait = match self.phase {
-                    Phase::Open if !self.forced => {
-                        wait.max(self.open_until.saturating_duration_since(now))
-                    }
-                    _ => wait,
-                };
-                let cause = self.refusal_cause(now);
-                return (
-                    Admission::Reject {
-                        retry_in: wait,
-                        cause,
-                    },
-                    None,
-                );
-            }
-            self.cooldown_until = None;
+        if let Some(until) = self.held_until(now) {
+            let wait = until.saturating_duration_since(now);
+            let wait = match self.phase {
+                Phase::Open if !self.forced => {
+                    wait.max(self.open_until.saturating_duration_since(now))
+                }
+                _ => wait,
+            };
+            let cause = self.refusal_cause(now);
+            return (
+                Admission::Reject {
+                    retry_in: wait,
+                    cause,
+                },
+                None,
+            );
         }
+        self.cooldown_until = None;
+        self.remote_until = None;
         match self.phase {
             Phase::Closed if self.probe_next => {
                 self.probe_next = false;
@@ -470,6 +500,34 @@ impl Machine {
         }
     }
 
+    /// Another replica's hold: refuse calls until `until`, naming `origin`.
+    /// Only adds caution: it never closes, shortens or ends this breaker's
+    /// own open period or cool-down (a later end wins), and it is not a
+    /// transition (the generation is kept). `probe_after`: a closed breaker
+    /// admits its next call after the hold as a probe (half-open), not the
+    /// whole backlog, since closing is a local probe's decision. Returns
+    /// whether the hold refuses longer than before.
+    pub(crate) fn remote_hold(
+        &mut self,
+        until: Instant,
+        origin: ReplicaId,
+        probe_after: bool,
+        now: Instant,
+    ) -> bool {
+        if until <= now || self.forced {
+            return false;
+        }
+        let longer = self.remote_until.is_none_or(|c| c <= now || until > c);
+        if longer {
+            self.remote_until = Some(until);
+            self.remote_origin = origin;
+        }
+        if probe_after && self.phase == Phase::Closed {
+            self.probe_next = true;
+        }
+        longer
+    }
+
     /// Open by hand until [`reset`](Self::reset).
     pub(crate) fn force_open(&mut self, now: Instant) -> Option<Change> {
         let from = self.state_at(now);
@@ -491,6 +549,7 @@ impl Machine {
         self.forced = false;
         self.level = 0;
         self.cooldown_until = None;
+        self.remote_until = None;
         self.tripped_by = None;
         let c = self.change(Phase::Closed, TransitionCause::Reset);
         (!was_closed).then_some(c)

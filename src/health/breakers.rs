@@ -186,6 +186,10 @@ fn describe<K>(snapshot: &BreakerSnapshot<K>) -> String {
         _ if snapshot.cooling_down => {
             " while the provider asked for quiet (Retry-After)".to_owned()
         }
+        _ if snapshot.remote_hold.is_some() => snapshot
+            .remote_hold
+            .map(|origin| format!(" on the word of replica {origin} of the fleet"))
+            .unwrap_or_default(),
         _ => match snapshot.consecutive_failures {
             0 => String::new(),
             1 => " after 1 failure".to_owned(),

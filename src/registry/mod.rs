@@ -92,6 +92,7 @@
 //! ```
 
 mod eviction;
+mod fleet;
 mod shard;
 #[cfg(test)]
 mod tests;
@@ -110,6 +111,7 @@ use tokio::time::Instant;
 use crate::ConfigError;
 use crate::breaker::{Breaker, BreakerConfig, BreakerSnapshot, Core, Inner, Settings};
 use eviction::{At, Goal, Queue, Step, TIDY};
+pub use fleet::{Applied, SyncTarget};
 use shard::Shard;
 
 /// Stamp of an entry used since the eviction hand last passed it.
@@ -164,7 +166,7 @@ impl<K> Clone for BreakerRegistry<K> {
 }
 
 /// The registry's state, shared by its handles.
-pub(super) struct State<K> {
+pub(crate) struct State<K> {
     shards: Box<[RwLock<Shard<K>>]>,
     hasher: RandomState,
     settings: Arc<Settings>,
@@ -183,6 +185,11 @@ pub(super) struct State<K> {
     failing: AtomicU64,
     /// Where the next look at another shard's parked entries starts.
     helper: AtomicUsize,
+    /// The fleet's state sync, if one is attached (see `fleet`).
+    fleet: Option<Arc<dyn crate::fleet::StateSync<K>>>,
+    /// Where the sync's target finds this state (re-pointed by builder
+    /// methods, which may move it).
+    fleet_cell: Option<fleet::Cell<K>>,
 }
 
 impl<K> fmt::Debug for BreakerRegistry<K> {
@@ -232,6 +239,8 @@ impl<K: Clone> Clone for State<K> {
             parked: AtomicU64::new(self.parked.load(Ordering::Relaxed)),
             failing: AtomicU64::new(self.failing.load(Ordering::Relaxed)),
             helper: AtomicUsize::new(self.helper.load(Ordering::Relaxed)),
+            fleet: self.fleet.clone(),
+            fleet_cell: self.fleet_cell.clone(),
         }
     }
 }
@@ -295,6 +304,8 @@ where
             parked: AtomicU64::new(0),
             failing: AtomicU64::new(0),
             helper: AtomicUsize::new(0),
+            fleet: None,
+            fleet_cell: None,
         }))
     }
 
@@ -304,9 +315,11 @@ where
 
     /// The state, for a builder method: in place while this is the only
     /// handle; otherwise a separate copy (holding the same breakers so far),
-    /// so that the other handles keep their configuration.
-    fn state_mut(&mut self) -> &mut State<K> {
-        Arc::make_mut(&mut self.s)
+    /// so that the other handles keep their configuration. (A guard: when
+    /// it is dropped, an attached state sync's target is pointed at the
+    /// state where it landed.)
+    fn state_mut(&mut self) -> fleet::StateMut<'_, K> {
+        fleet::StateMut::new(self)
     }
 
     /// The most keys kept at once (default 100,000). At the cap, a new key
@@ -318,10 +331,11 @@ where
     /// breaker.
     #[must_use]
     pub fn max_keys(mut self, max_keys: usize) -> Self {
-        let st = self.state_mut();
+        let mut st = self.state_mut();
         st.max_keys = max_keys;
         let n = shard_count(max_keys);
-        if n != st.shards.len() {
+        let reshard = n != st.shards.len();
+        if reshard {
             let old = std::mem::take(&mut st.shards);
             let mut shards: Vec<Shard<K>> = (0..n).map(|_| Shard::new()).collect();
             for shard in old.into_vec() {
@@ -338,6 +352,9 @@ where
             // Every entry is back in a ring, to be sorted again.
             st.parked = AtomicU64::new(0);
             st.failing = AtomicU64::new(0);
+        }
+        drop(st);
+        if reshard {
             for (i, shard) in self.s.shards.iter().enumerate() {
                 self.publish(i, &read(shard));
             }
