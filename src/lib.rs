@@ -123,6 +123,9 @@ mod call;
 pub mod classify;
 mod error;
 pub mod health;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod policy;
 pub mod registry;
 mod sync;

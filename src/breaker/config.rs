@@ -495,6 +495,8 @@ impl BreakerConfig {
             mode: self.mode,
             listener: self.listener.clone(),
             retry_budget: self.retry_budget.filter(RetryBudget::is_enabled),
+            #[cfg(feature = "metrics")]
+            metrics: Arc::new(crate::metrics::BreakerMetrics::standalone()),
         })
     }
 }
@@ -537,6 +539,10 @@ pub(crate) struct Settings {
     pub(crate) listener: Option<Listener>,
     /// A retry budget per breaker, if asked for (and enabled).
     pub(crate) retry_budget: Option<RetryBudget>,
+    /// Where the breaker's events and gauge are counted: its registry's (set
+    /// by the registry), else a standalone breaker's own.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Arc<crate::metrics::BreakerMetrics>,
 }
 
 impl fmt::Debug for Settings {

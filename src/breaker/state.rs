@@ -54,8 +54,11 @@ impl Phase {
     }
 }
 
-/// The mirrored state word: `seen:32 | generation:24 | flags:6 | phase:2`.
-/// The machine owns the low 32 bits; `seen` belongs to the registry.
+/// The mirrored state word: `seen:32 | generation:24 | counted:3 | flags:3 |
+/// phase:2`. The machine owns the low 32 bits; `seen` belongs to the
+/// registry. `counted` is the state the `safecall.breakers` gauge counts the
+/// breaker in (feature `metrics`; 0, closed, otherwise), written with the
+/// rest of the machine's bits.
 pub(crate) const PHASE_MASK: u64 = 0b11;
 pub(crate) const GEN_SHIFT: u32 = 8;
 /// Generations wrap at 2^24 (a permit would have to outlive 16 million
@@ -69,6 +72,10 @@ pub(crate) const COOLING: u64 = 1 << 3;
 pub(crate) const PROBE_NEXT: u64 = 1 << 4;
 /// The word of a closed breaker with nothing pending, generation aside.
 pub(crate) const FLAGS_MASK: u64 = 0xFF;
+/// Where the gauge's state of the breaker is kept: a closed breaker is
+/// counted as 0, so a word with nothing pending stays 0 in `FLAGS_MASK`.
+pub(crate) const COUNTED_SHIFT: u32 = 5;
+pub(crate) const COUNTED_MASK: u64 = 0b111 << COUNTED_SHIFT;
 
 /// A probe in flight while half-open.
 #[derive(Debug, Clone, Copy)]
@@ -236,6 +243,25 @@ impl Machine {
             Phase::Closed if self.probe_next => BreakerState::HalfOpen,
             Phase::Closed => BreakerState::Closed,
             Phase::HalfOpen => BreakerState::HalfOpen,
+        }
+    }
+
+    /// The state the `safecall.breakers` gauge counts this breaker in at
+    /// `now`: forced open by hand, else cooling down on a hint, else the
+    /// state [`state_at`](Self::state_at) reports.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn key_state(&self, now: Instant) -> crate::metrics::KeyState {
+        use crate::metrics::KeyState;
+        if self.forced {
+            KeyState::ForcedOpen
+        } else if self.cooldown_until.is_some_and(|c| now < c) {
+            KeyState::CoolingDown
+        } else {
+            match self.state_at(now) {
+                BreakerState::Closed => KeyState::Closed,
+                BreakerState::Open => KeyState::Open,
+                BreakerState::HalfOpen => KeyState::HalfOpen,
+            }
         }
     }
 
@@ -708,6 +734,11 @@ mod tests {
         assert_eq!(COOLING & (FORCED | PHASE_MASK), 0);
         assert_eq!(FORCED & PHASE_MASK, 0);
         assert_eq!((COOLING | FORCED | PHASE_MASK) & !FLAGS_MASK, 0);
+        assert_eq!(COUNTED_MASK & !FLAGS_MASK, 0);
+        assert_eq!(
+            COUNTED_MASK & (COOLING | FORCED | PROBE_NEXT | PHASE_MASK),
+            0
+        );
     }
 
     #[test]

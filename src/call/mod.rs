@@ -16,10 +16,12 @@ use crate::{Error, ErrorClass, ExhaustedReason};
 
 mod decide;
 mod holders;
+mod measure;
 
 use decide::{Next, attempt_limit, breaker_outcome, budget_of, decide, refused_after, withdraw};
 pub use holders::{BreakerHold, NoBreaker};
 use holders::{BreakerSlot, PolicyRef};
+use measure::{CallEvent, Measure};
 
 /// What [`SafeCall::call_with`](crate::SafeCall::call_with) hands the operation
 /// before each attempt.
@@ -151,6 +153,8 @@ pin_project! {
         last_error: Option<E>,
         // The call's span, made only if a subscriber may want debug spans.
         span: Option<tracing::Span>,
+        // The call's metrics (nothing without the `metrics` feature).
+        measure: Measure,
         #[pin]
         state: State<Fut>,
     }
@@ -208,6 +212,7 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             last_error: None,
             deadline: None,
             span: None,
+            measure: Measure::default(),
             state: State::Start,
         }
     }
@@ -228,6 +233,7 @@ macro_rules! remake {
             last_error,
             deadline,
             span,
+            measure,
             state,
         } = $call;
         Call {
@@ -241,6 +247,7 @@ macro_rules! remake {
             last_error,
             deadline,
             span,
+            measure,
             state,
         }
     }};
@@ -391,7 +398,34 @@ where
 {
     type Output = Result<T, Error<E>>;
 
+    #[cfg(not(feature = "metrics"))]
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.drive(cx)
+    }
+
+    /// With the `metrics` feature: the call's outcome, attempts and duration
+    /// are recorded once, when it resolves.
+    #[cfg(feature = "metrics")]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = ready!(self.as_mut().drive(cx));
+        let this = self.project();
+        this.measure
+            .finish(&this.inner.get().settings, &result, *this.attempts);
+        Poll::Ready(result)
+    }
+}
+
+impl<E: 'static, Op, Fut, T, C, B: BreakerHold> Call<'_, E, Op, Fut, C, B>
+where
+    Op: sealed::MakeAttempt<Fut>,
+    Fut: Future<Output = Result<T, E>>,
+    C: sealed::ClassifyOk<T>,
+{
+    /// The call's life: attempts, waits, and the end. `Pending` again once
+    /// it has resolved.
+    #[inline(always)]
+    fn drive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
         let mut this = self.project();
         let inner: &Inner<E> = this.inner.get();
         let s = &inner.settings;
@@ -406,9 +440,11 @@ where
                 *this.deadline = now.checked_add(d);
                 first_now = Some(now);
             }
+            this.measure.start(first_now);
             if tracing::level_enabled!(tracing::Level::DEBUG) {
                 *this.span = Some(tracing::debug_span!(
                     "safecall",
+                    policy = s.name,
                     max_retries = s.max_retries
                 ));
             }
@@ -442,6 +478,7 @@ where
                             Ok(raw) => this.breaker.hold(raw),
                             Err(refused) => {
                                 tracing::debug!(attempts = *this.attempts, retry_in = ?refused.retry_in(), cause = %refused.cause(), "circuit open");
+                                measure::event(s, CallEvent::Rejected);
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(Error::CircuitOpen {
                                     retry_in: refused.retry_in(),
@@ -522,6 +559,9 @@ where
             let attempts = *this.attempts;
             if !class.is_retryable() {
                 tracing::debug!(attempts, ?class, "not retryable");
+                if matches!(failure, Failure::Value(..)) {
+                    this.measure.value_failed(None);
+                }
                 this.state.set(State::Done);
                 return Poll::Ready(match failure {
                     Failure::Error(source) => Err(Error::Permanent {
@@ -553,6 +593,7 @@ where
                         %cause,
                         "circuit open: not waiting for a refusal"
                     );
+                    measure::event(s, CallEvent::Rejected);
                     this.state.set(State::Done);
                     return Poll::Ready(Err(Error::CircuitOpen {
                         retry_in,
@@ -585,6 +626,10 @@ where
                         value_classified = matches!(failure, Failure::Value(..)),
                         "giving up"
                     );
+                    measure::event(s, CallEvent::GiveUp);
+                    if matches!(failure, Failure::Value(..)) {
+                        this.measure.value_failed(Some(reason));
+                    }
                     this.state.set(State::Done);
                     return Poll::Ready(match failure {
                         Failure::Error(source) => Err(Error::Exhausted {
@@ -623,6 +668,7 @@ where
                             value_classified,
                         });
                     }
+                    measure::event(s, CallEvent::Retry);
                     if let Failure::Error(error) = failure {
                         *this.last_error = Some(error);
                     }

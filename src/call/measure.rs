@@ -1,0 +1,111 @@
+//! A call's metrics (feature `metrics`): the instant it started, how it
+//! ended, and its events. Without the feature every item here is empty and
+//! compiles away, so the call is unchanged.
+
+#[cfg(feature = "metrics")]
+pub(super) use on::*;
+
+#[cfg(not(feature = "metrics"))]
+pub(super) use off::*;
+
+#[cfg(feature = "metrics")]
+mod on {
+    use tokio::time::Instant;
+
+    use crate::metrics::{CallOutcome, Event};
+    use crate::policy::Settings;
+    use crate::{Error, ExhaustedReason};
+
+    /// What a call keeps for its metrics.
+    #[derive(Debug, Default)]
+    pub(crate) struct Measure {
+        started: Option<Instant>,
+        /// How a call that returns a value classified as a failure ended.
+        value_outcome: Option<CallOutcome>,
+    }
+
+    impl Measure {
+        /// The call starts: one clock read, unless the deadline's read is
+        /// at hand.
+        #[inline]
+        pub(crate) fn start(&mut self, now: Option<Instant>) {
+            self.started = Some(now.unwrap_or_else(Instant::now));
+        }
+
+        /// The call is about to return a value classified as a failure,
+        /// not retryable (`give_up: None`) or with no attempt left.
+        #[inline]
+        pub(crate) fn value_failed(&mut self, give_up: Option<ExhaustedReason>) {
+            self.value_outcome = Some(match give_up {
+                None => CallOutcome::Permanent,
+                Some(ExhaustedReason::BudgetEmpty) => CallOutcome::BudgetEmpty,
+                Some(_) => CallOutcome::Exhausted,
+            });
+        }
+
+        /// The call resolved to `result` after `attempts` invocations.
+        #[inline]
+        pub(crate) fn finish<T, E>(
+            &self,
+            s: &Settings,
+            result: &Result<T, Error<E>>,
+            attempts: u32,
+        ) {
+            let outcome = match result {
+                Ok(_) => self.value_outcome.unwrap_or(CallOutcome::Ok),
+                Err(Error::Permanent { .. }) => CallOutcome::Permanent,
+                Err(Error::Exhausted {
+                    reason: ExhaustedReason::BudgetEmpty,
+                    ..
+                }) => CallOutcome::BudgetEmpty,
+                Err(Error::Exhausted { .. }) => CallOutcome::Exhausted,
+                Err(Error::Timeout { .. }) => CallOutcome::Timeout,
+                Err(Error::CircuitOpen { .. }) => CallOutcome::CircuitOpen,
+            };
+            let elapsed = self
+                .started
+                .map(|t| Instant::now().saturating_duration_since(t))
+                .unwrap_or_default();
+            s.metrics.call_ended(outcome, attempts, elapsed);
+        }
+    }
+
+    /// Counts a call's `event` under its policy's name.
+    #[inline]
+    pub(crate) fn event(s: &Settings, event: Event) {
+        s.metrics.event(event);
+    }
+
+    pub(crate) use crate::metrics::Event as CallEvent;
+}
+
+#[cfg(not(feature = "metrics"))]
+mod off {
+    use tokio::time::Instant;
+
+    use crate::ExhaustedReason;
+    use crate::policy::Settings;
+
+    /// Nothing: metrics are off.
+    #[derive(Debug, Default)]
+    pub(crate) struct Measure;
+
+    impl Measure {
+        #[inline(always)]
+        pub(crate) fn start(&mut self, _now: Option<Instant>) {}
+
+        #[inline(always)]
+        pub(crate) fn value_failed(&mut self, _give_up: Option<ExhaustedReason>) {}
+    }
+
+    /// The events a call counts (none, without the feature).
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) enum CallEvent {
+        Retry,
+        GiveUp,
+        Rejected,
+    }
+
+    #[inline(always)]
+    pub(crate) fn event(_s: &Settings, _event: CallEvent) {}
+}
