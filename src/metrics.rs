@@ -79,17 +79,28 @@
 //!
 //! # Installing the recorder
 //!
-//! A policy or a registry registers its handles with the recorder in force at
-//! its first use, once per label set: recording a call is then a few atomic
-//! increments, with no allocation and no lookup by label. Install the
-//! exporter's recorder at start-up, before the first call; a policy first used
-//! before any recorder was installed takes the new recorder at its next use
-//! (a policy remembers two recorders). Each further recorder (a third local
-//! recorder in tests) still gets every value, at the cost of registering the
-//! handles on every use. A policy used under a local recorder
-//! ([`metrics::with_local_recorder`], thread-local) records there: tests can
-//! install a debugging recorder around their calls on a current-thread
-//! runtime.
+//! Recording a call is a few atomic increments on handles registered
+//! beforehand, with no allocation and no lookup by label: a policy registers
+//! every series it can record (each outcome's histograms, each call event's
+//! counter) when it is built, with the recorder in force then; a registry
+//! registers its gauge's states and its events at its first key. Series
+//! registered up front also show zeros before the first failure, so a
+//! dashboard's `rate()` works from the start.
+//!
+//! Install the exporter's recorder at start-up, before building policies. A
+//! policy built before (bound to the no-op recorder) registers again with the
+//! first other recorder it meets, at that call: each policy and registry
+//! keeps handles for two recorders. A third recorder still gets every value,
+//! at the cost of registering the handles at each use. Recorders are told
+//! apart by address, so a policy kept across two local recorders that live at
+//! the same address one after the other (one dropped, the next made in its
+//! place) keeps recording into the first: in tests, build the policy with
+//! the recorder, or keep the recorders alive side by side.
+//!
+//! A policy used under a local recorder ([`metrics::with_local_recorder`],
+//! thread-local) records there: a test can install a debugging recorder
+//! around its calls on a current-thread runtime, as below. (The debugging
+//! recorder's snapshot resets counters and gauges: take one at the end.)
 //!
 //! # Examples
 //!
@@ -231,14 +242,6 @@ pub(crate) enum KeyState {
 
 impl KeyState {
     const COUNT: usize = 5;
-    #[cfg(test)]
-    const ALL: [KeyState; 5] = [
-        KeyState::Closed,
-        KeyState::Open,
-        KeyState::HalfOpen,
-        KeyState::ForcedOpen,
-        KeyState::CoolingDown,
-    ];
 
     pub(crate) const fn bits(self) -> u64 {
         self as u64
@@ -272,43 +275,40 @@ fn recorder_id() -> usize {
     ::metrics::with_recorder(|r| (r as *const dyn Recorder).cast::<()>().addr())
 }
 
-/// Handles registered with up to two recorders, each set filled slot by slot
-/// on first use. A policy first used before the service installed its
-/// recorder (bound to the no-op one) takes the real one in the second set.
+/// Handles registered with up to two recorders, a whole set at once when a
+/// recorder is first met (or, for a policy, when it is built). A policy
+/// built or first used before the service installed its recorder (bound to
+/// the no-op one) takes the real one in the second set.
 struct Bound<S> {
     sets: [OnceLock<(usize, S)>; 2],
 }
 
-impl<S: Default> Bound<S> {
+impl<S> Bound<S> {
     fn new() -> Self {
         Self {
             sets: [OnceLock::new(), OnceLock::new()],
         }
     }
 
-    /// Runs `f` with the handles registered with the recorder in force, or
-    /// `None` when two other recorders hold the sets (register for this use
-    /// only).
+    /// Binds the first set to the recorder in force now.
+    fn bind_now(&self, register: impl FnOnce() -> S) {
+        let id = recorder_id();
+        let _ = self.sets[0].get_or_init(|| (id, register()));
+    }
+
+    /// Runs `f` with the handles registered with the recorder in force,
+    /// registering them if this recorder is new; when both sets are taken
+    /// by other recorders, with handles registered for this use only.
     #[inline]
-    fn with<R>(&self, f: impl FnOnce(Option<&S>) -> R) -> R {
+    fn with<R>(&self, register: impl Fn() -> S, f: impl FnOnce(&S) -> R) -> R {
         let id = recorder_id();
         for set in &self.sets {
-            let (bound, s) = set.get_or_init(|| (id, S::default()));
+            let (bound, s) = set.get_or_init(|| (id, register()));
             if *bound == id {
-                return f(Some(s));
+                return f(s);
             }
         }
-        f(None)
-    }
-}
-
-/// Runs `f` on the handle in `slot`, registering it on first use; without a
-/// slot (a third recorder), on a handle registered for this use only.
-#[inline]
-fn use_slot<H>(slot: Option<&OnceLock<H>>, register: impl FnOnce() -> H, f: impl FnOnce(&H)) {
-    match slot {
-        Some(slot) => f(slot.get_or_init(register)),
-        None => f(&register()),
+        f(&register())
     }
 }
 
@@ -319,20 +319,53 @@ fn labels(pairs: &[(&'static str, &'static str)]) -> Vec<Label> {
         .collect()
 }
 
-/// A policy's handles, per recorder.
+/// The outcomes a call can end with today (`bulkhead_full` is reserved).
+const OUTCOMES: [CallOutcome; 6] = [
+    CallOutcome::Ok,
+    CallOutcome::Permanent,
+    CallOutcome::Exhausted,
+    CallOutcome::Timeout,
+    CallOutcome::CircuitOpen,
+    CallOutcome::BudgetEmpty,
+];
+
+/// The events a call counts today.
+const CALL_EVENTS: [Event; 3] = [Event::Retry, Event::GiveUp, Event::Rejected];
+
+/// The events a breaker counts.
+const BREAKER_EVENTS: [Event; 4] = [
+    Event::CircuitOpened,
+    Event::CircuitHalfOpened,
+    Event::CircuitClosed,
+    Event::CooledDown,
+];
+
+/// A policy's handles with one recorder: every series it can record,
+/// registered together (so a scrape shows zeros before the first failure,
+/// and `rate()` works from the start).
 struct PolicyHandles {
-    duration: [OnceLock<Histogram>; CallOutcome::COUNT],
-    attempts: [OnceLock<Histogram>; CallOutcome::COUNT],
-    events: [OnceLock<Counter>; Event::COUNT],
+    duration: [Histogram; CallOutcome::COUNT],
+    attempts: [Histogram; CallOutcome::COUNT],
+    events: [Counter; Event::COUNT],
 }
 
-impl Default for PolicyHandles {
-    fn default() -> Self {
-        Self {
-            duration: std::array::from_fn(|_| OnceLock::new()),
-            attempts: std::array::from_fn(|_| OnceLock::new()),
-            events: std::array::from_fn(|_| OnceLock::new()),
+impl PolicyHandles {
+    fn register(name: &'static str) -> Self {
+        let mut h = Self {
+            duration: std::array::from_fn(|_| Histogram::noop()),
+            attempts: std::array::from_fn(|_| Histogram::noop()),
+            events: std::array::from_fn(|_| Counter::noop()),
+        };
+        for outcome in OUTCOMES {
+            let pairs = [("policy", name), ("outcome", outcome.as_str())];
+            h.duration[outcome as usize] = ::metrics::histogram!(CALL_DURATION, labels(&pairs));
+            h.attempts[outcome as usize] = ::metrics::histogram!(CALL_ATTEMPTS, labels(&pairs));
         }
+        for event in CALL_EVENTS {
+            let pairs = [("policy", name), ("event", event.as_str())];
+            h.events[event as usize] = ::metrics::counter!(EVENTS, labels(&pairs));
+        }
+        h
     }
 }
 
@@ -351,43 +384,42 @@ impl fmt::Debug for PolicyMetrics {
 }
 
 impl PolicyMetrics {
+    /// A policy's metrics, registered now with the recorder in force.
     pub(crate) fn new(name: &'static str) -> Self {
-        Self {
-            name,
-            handles: Bound::new(),
-        }
+        let handles = Bound::new();
+        handles.bind_now(|| PolicyHandles::register(name));
+        Self { name, handles }
     }
 
     /// A call ended with `outcome` after `attempts` invocations, `elapsed`
     /// after it started.
+    #[inline]
     pub(crate) fn call_ended(&self, outcome: CallOutcome, attempts: u32, elapsed: Duration) {
         let name = self.name;
-        let i = outcome as usize;
-        let pairs = [("policy", name), ("outcome", outcome.as_str())];
-        self.handles.with(|h| {
-            use_slot(
-                h.and_then(|h| h.duration.get(i)),
-                || ::metrics::histogram!(CALL_DURATION, labels(&pairs)),
-                |d| d.record(elapsed.as_secs_f64()),
-            );
-            use_slot(
-                h.and_then(|h| h.attempts.get(i)),
-                || ::metrics::histogram!(CALL_ATTEMPTS, labels(&pairs)),
-                |a| a.record(f64::from(attempts)),
-            );
-        });
+        self.handles.with(
+            || PolicyHandles::register(name),
+            |h| {
+                let i = outcome as usize;
+                if let (Some(d), Some(a)) = (h.duration.get(i), h.attempts.get(i)) {
+                    d.record(elapsed.as_secs_f64());
+                    a.record(f64::from(attempts));
+                }
+            },
+        );
     }
 
     /// Counts `event` for this policy.
+    #[inline]
     pub(crate) fn event(&self, event: Event) {
-        let pairs = [("policy", self.name), ("event", event.as_str())];
-        self.handles.with(|h| {
-            use_slot(
-                h.and_then(|h| h.events.get(event as usize)),
-                || ::metrics::counter!(EVENTS, labels(&pairs)),
-                |c| c.increment(1),
-            );
-        });
+        let name = self.name;
+        self.handles.with(
+            || PolicyHandles::register(name),
+            |h| {
+                if let Some(c) = h.events.get(event as usize) {
+                    c.increment(1);
+                }
+            },
+        );
     }
 }
 
@@ -402,18 +434,11 @@ struct Group {
     handles: Bound<GroupHandles>,
 }
 
+/// A group's handles with one recorder: the gauge of each state and the
+/// counter of each breaker event.
 struct GroupHandles {
-    gauges: [OnceLock<Gauge>; KeyState::COUNT],
-    events: [OnceLock<Counter>; Event::COUNT],
-}
-
-impl Default for GroupHandles {
-    fn default() -> Self {
-        Self {
-            gauges: std::array::from_fn(|_| OnceLock::new()),
-            events: std::array::from_fn(|_| OnceLock::new()),
-        }
-    }
+    gauges: [Gauge; KeyState::COUNT],
+    events: [Counter; Event::COUNT],
 }
 
 impl Group {
@@ -436,43 +461,68 @@ impl Group {
         }
     }
 
+    /// Registers the group's handles with the recorder in force, each gauge
+    /// set to its count (a recorder installed after keys were made starts
+    /// right).
+    fn register(&self, name: &'static str) -> GroupHandles {
+        let mut h = GroupHandles {
+            gauges: std::array::from_fn(|_| Gauge::noop()),
+            events: std::array::from_fn(|_| Counter::noop()),
+        };
+        for (state, count) in KEY_STATES.iter().zip(&self.counts) {
+            let gauge = ::metrics::gauge!(
+                BREAKERS,
+                self.label_pairs(("registry", name), ("state", state.as_str()))
+            );
+            gauge.set(count.load(Ordering::Acquire) as f64);
+            h.gauges[*state as usize] = gauge;
+        }
+        for event in BREAKER_EVENTS {
+            h.events[event as usize] = ::metrics::counter!(
+                EVENTS,
+                self.label_pairs(("policy", name), ("event", event.as_str()))
+            );
+        }
+        h
+    }
+
     fn add(&self, name: &'static str, state: KeyState, delta: i64) {
         let slot = &self.counts[state as usize];
         slot.fetch_add(delta, Ordering::AcqRel);
-        // The gauge is set to the count (not moved by the delta), so a
-        // recorder installed after keys were made still shows the right
-        // value from the next change on. Two changes racing may set it out
-        // of order; the next change or snapshot sets it right.
+        // The gauge is set to the count (not moved by the delta), so it
+        // cannot drift from it. Two changes racing may set it out of order;
+        // the next change of that state, or a snapshot, sets it right.
         let value = slot.load(Ordering::Acquire);
-        self.handles.with(|h| {
-            use_slot(
-                h.and_then(|h| h.gauges.get(state as usize)),
-                || {
-                    ::metrics::gauge!(
-                        BREAKERS,
-                        self.label_pairs(("registry", name), ("state", state.as_str()))
-                    )
-                },
-                |g| g.set(value as f64),
-            );
-        });
+        self.handles.with(
+            || self.register(name),
+            |h| {
+                if let Some(g) = h.gauges.get(state as usize) {
+                    g.set(value as f64);
+                }
+            },
+        );
     }
 
     fn event(&self, name: &'static str, event: Event) {
-        self.handles.with(|h| {
-            use_slot(
-                h.and_then(|h| h.events.get(event as usize)),
-                || {
-                    ::metrics::counter!(
-                        EVENTS,
-                        self.label_pairs(("policy", name), ("event", event.as_str()))
-                    )
-                },
-                |c| c.increment(1),
-            );
-        });
+        self.handles.with(
+            || self.register(name),
+            |h| {
+                if let Some(c) = h.events.get(event as usize) {
+                    c.increment(1);
+                }
+            },
+        );
     }
 }
+
+/// Every state a key can be counted in.
+const KEY_STATES: [KeyState; KeyState::COUNT] = [
+    KeyState::Closed,
+    KeyState::Open,
+    KeyState::HalfOpen,
+    KeyState::ForcedOpen,
+    KeyState::CoolingDown,
+];
 
 /// What a registry's builder methods set.
 struct Config {
@@ -634,7 +684,7 @@ mod tests {
 
     #[test]
     fn key_states_round_trip_through_their_bits() {
-        for s in KeyState::ALL {
+        for s in KEY_STATES {
             assert_eq!(KeyState::from_bits(s.bits()), s);
         }
         assert_eq!(

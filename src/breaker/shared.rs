@@ -29,7 +29,8 @@ pub(crate) type Moved = Option<(crate::metrics::KeyState, crate::metrics::KeySta
 /// How a write of the state word moved the breaker between the states the
 /// `safecall.breakers` gauge counts: nothing without the `metrics` feature.
 #[cfg(not(feature = "metrics"))]
-pub(crate) type Moved = ();
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Moved(());
 
 /// The gauge's state kept in word `w`.
 #[cfg(feature = "metrics")]
@@ -297,6 +298,8 @@ impl Core {
         return match _old {
             Ok(old) | Err(old) => moved(old, low),
         };
+        #[cfg(not(feature = "metrics"))]
+        Moved::default()
     }
 
     pub(super) fn state(&self) -> BreakerState {

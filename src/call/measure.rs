@@ -88,7 +88,7 @@ mod off {
 
     /// Nothing: metrics are off.
     #[derive(Debug, Default)]
-    pub(crate) struct Measure;
+    pub(crate) struct Measure(());
 
     impl Measure {
         #[inline(always)]
