@@ -19,7 +19,7 @@
 //! | --- | --- | --- |
 //! | `safecall.call.duration` | histogram, seconds | `policy`, `outcome` |
 //! | `safecall.call.attempts` | histogram, invocations of the operation | `policy`, `outcome` |
-//! | `safecall.events` | counter | `policy`, `event` (and `tenant` for a registry with [`metrics_label`](BreakerRegistry::metrics_label)) |
+//! | `safecall.events` | counter | `policy`, `event` (and `tenant` for a registry with [`metrics_label`](crate::BreakerRegistry::metrics_label)) |
 //! | `safecall.breakers` | gauge, a count of keys | `registry`, `state` (and `tenant`, likewise) |
 //!
 //! `policy` is [`SafeCallBuilder::name`], `registry` is

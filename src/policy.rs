@@ -391,8 +391,8 @@ impl<E> SafeCallBuilder<E> {
     }
 
     /// Names the policy (default `"default"`): the `policy` label of its
-    /// metrics (feature `metrics`, see [`safecall::metrics`](crate::metrics))
-    /// and a field of its calls' `tracing` span. A `&'static str`, so the
+    /// metrics (feature `metrics`, see `safecall::metrics`). A
+    /// `&'static str`, so the
     /// label's values stay a fixed set: name a policy per provider
     /// (`"twilio"`, `"google-calendar"`), never per tenant.
     pub fn name(mut self, name: &'static str) -> Self {

@@ -444,7 +444,6 @@ where
             if tracing::level_enabled!(tracing::Level::DEBUG) {
                 *this.span = Some(tracing::debug_span!(
                     "safecall",
-                    policy = s.name,
                     max_retries = s.max_retries
                 ));
             }

@@ -396,7 +396,7 @@ where
 
     /// Names the registry (default `"default"`): the `registry` label of the
     /// `safecall.breakers` gauge and the `policy` label of its breakers'
-    /// events (feature `metrics`, see [`safecall::metrics`](crate::metrics)).
+    /// events (feature `metrics`, see `safecall::metrics`).
     /// A `&'static str`, so the label's values stay a fixed set: name a
     /// registry per provider, never per tenant. Set it before the first
     /// [`get`](Self::get): handles already registered keep the old name.
@@ -627,7 +627,7 @@ where
     /// With the `metrics` feature it also brings the `safecall.breakers`
     /// gauge up to date with the clock: keys whose open period or cool-down
     /// ended since their last call are counted in the state the snapshot
-    /// reports (see [`safecall::metrics`](crate::metrics)).
+    /// reports (see `safecall::metrics`).
     #[must_use]
     pub fn snapshot(&self) -> Vec<BreakerSnapshot<K>> {
         let mut out = Vec::with_capacity(self.len());
