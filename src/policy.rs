@@ -83,8 +83,9 @@ pub(crate) struct Settings {
     rng: SharedRng,
     /// The policy's name: the `policy` label of its metrics.
     pub(crate) name: &'static str,
+    /// `None` for a policy built with `metrics(false)`.
     #[cfg(feature = "metrics")]
-    pub(crate) metrics: crate::metrics::PolicyMetrics,
+    pub(crate) metrics: Option<crate::metrics::PolicyMetrics>,
 }
 
 impl Settings {
@@ -251,6 +252,7 @@ impl<E> SafeCall<E> {
 /// | [`classify`](SafeCallBuilder::classify) | every error [`ErrorClass::Transient`] |
 /// | [`seed`](SafeCallBuilder::seed) | random per policy |
 /// | [`name`](SafeCallBuilder::name) | `"default"` |
+/// | `metrics` (feature `metrics`) | `true`: every call is recorded |
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct SafeCallBuilder<E> {
     max_retries: u32,
@@ -264,6 +266,8 @@ pub struct SafeCallBuilder<E> {
     on_retry: Option<OnRetry<E>>,
     seed: Option<u64>,
     name: &'static str,
+    #[cfg(feature = "metrics")]
+    metrics: bool,
 }
 
 impl<E> fmt::Debug for SafeCallBuilder<E> {
@@ -303,6 +307,8 @@ impl<E> SafeCallBuilder<E> {
             on_retry: None,
             seed: None,
             name: "default",
+            #[cfg(feature = "metrics")]
+            metrics: true,
         }
     }
 
@@ -400,6 +406,18 @@ impl<E> SafeCallBuilder<E> {
         self
     }
 
+    /// Whether the policy records metrics (feature `metrics`; default
+    /// `true`). A policy built with `false` registers nothing and its calls
+    /// skip the two clock reads and the recording: one branch per call. For
+    /// a policy on a path too hot to measure, or one whose calls another
+    /// policy's metrics already count (an inner layer).
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics(mut self, record: bool) -> Self {
+        self.metrics = record;
+        self
+    }
+
     /// Checks every setting and builds the policy.
     ///
     /// # Errors
@@ -437,7 +455,9 @@ impl<E> SafeCallBuilder<E> {
                     rng: SharedRng::new(seed),
                     name: self.name,
                     #[cfg(feature = "metrics")]
-                    metrics: crate::metrics::PolicyMetrics::new(self.name),
+                    metrics: self
+                        .metrics
+                        .then(|| crate::metrics::PolicyMetrics::new(self.name)),
                 },
                 classify: self.classify,
                 on_retry: self.on_retry,

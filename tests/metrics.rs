@@ -866,3 +866,17 @@ fn a_policy_used_before_the_recorder_was_installed_records_into_it() {
         );
     }
 }
+
+#[test]
+fn a_policy_built_without_metrics_registers_and_records_nothing() {
+    let ((), seen) = recorded(|| async {
+        let p: SafeCall<Failure> = SafeCall::builder()
+            .name("quiet")
+            .metrics(false)
+            .backoff(Backoff::constant(Duration::ZERO))
+            .build()
+            .unwrap();
+        assert_eq!(p.call(script(&[503])).await.ok(), Some(7));
+    });
+    assert!(seen.label_sets().is_empty(), "{:#?}", seen.label_sets());
+}

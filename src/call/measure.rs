@@ -26,10 +26,12 @@ mod on {
 
     impl Measure {
         /// The call starts: one clock read, unless the deadline's read is
-        /// at hand.
+        /// at hand; none for a policy that records no metrics.
         #[inline]
-        pub(crate) fn start(&mut self, now: Option<Instant>) {
-            self.started = Some(now.unwrap_or_else(Instant::now));
+        pub(crate) fn start(&mut self, s: &Settings, now: Option<Instant>) {
+            if s.metrics.is_some() {
+                self.started = Some(now.unwrap_or_else(Instant::now));
+            }
         }
 
         /// The call is about to return a value classified as a failure,
@@ -51,6 +53,9 @@ mod on {
             result: &Result<T, Error<E>>,
             attempts: u32,
         ) {
+            let (Some(metrics), Some(started)) = (&s.metrics, self.started) else {
+                return;
+            };
             let outcome = match result {
                 Ok(_) => self.value_outcome.unwrap_or(CallOutcome::Ok),
                 Err(Error::Permanent { .. }) => CallOutcome::Permanent,
@@ -62,18 +67,17 @@ mod on {
                 Err(Error::Timeout { .. }) => CallOutcome::Timeout,
                 Err(Error::CircuitOpen { .. }) => CallOutcome::CircuitOpen,
             };
-            let elapsed = self
-                .started
-                .map(|t| Instant::now().saturating_duration_since(t))
-                .unwrap_or_default();
-            s.metrics.call_ended(outcome, attempts, elapsed);
+            let elapsed = Instant::now().saturating_duration_since(started);
+            metrics.call_ended(outcome, attempts, elapsed);
         }
     }
 
     /// Counts a call's `event` under its policy's name.
     #[inline]
     pub(crate) fn event(s: &Settings, event: Event) {
-        s.metrics.event(event);
+        if let Some(metrics) = &s.metrics {
+            metrics.event(event);
+        }
     }
 
     pub(crate) use crate::metrics::Event as CallEvent;
@@ -92,7 +96,7 @@ mod off {
 
     impl Measure {
         #[inline(always)]
-        pub(crate) fn start(&mut self, _now: Option<Instant>) {}
+        pub(crate) fn start(&mut self, _s: &Settings, _now: Option<Instant>) {}
 
         #[inline(always)]
         pub(crate) fn value_failed(&mut self, _give_up: Option<ExhaustedReason>) {}

@@ -440,7 +440,7 @@ where
                 *this.deadline = now.checked_add(d);
                 first_now = Some(now);
             }
-            this.measure.start(first_now);
+            this.measure.start(s, first_now);
             if tracing::level_enabled!(tracing::Level::DEBUG) {
                 *this.span = Some(tracing::debug_span!(
                     "safecall",
