@@ -99,6 +99,8 @@
 //!   test your own policies on a paused clock.
 //! - `tower` (feature `tower`): `SafeCallLayer`, the policy and per-tenant
 //!   breakers as a tower layer, with response classifiers for HTTP and gRPC.
+//! - `metrics` (feature `metrics`): call outcomes, retries and breakers by
+//!   state through the `metrics` crate's facade, with no tenant label.
 //!
 //! # Layering
 //!

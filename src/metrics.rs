@@ -349,8 +349,33 @@ struct PolicyHandles {
     events: [Counter; Event::COUNT],
 }
 
+/// Describes the instruments to the recorder in force (units, help text).
+fn describe() {
+    ::metrics::describe_histogram!(
+        CALL_DURATION,
+        ::metrics::Unit::Seconds,
+        "Time from a call's start to its end, waits included, by policy and outcome"
+    );
+    ::metrics::describe_histogram!(
+        CALL_ATTEMPTS,
+        ::metrics::Unit::Count,
+        "Invocations of the operation per call, by policy and outcome"
+    );
+    ::metrics::describe_counter!(
+        EVENTS,
+        ::metrics::Unit::Count,
+        "Retries, give-ups and refusals per policy; breaker transitions and cool-downs per registry"
+    );
+    ::metrics::describe_gauge!(
+        BREAKERS,
+        ::metrics::Unit::Count,
+        "Keys of a breaker registry in each state"
+    );
+}
+
 impl PolicyHandles {
     fn register(name: &'static str) -> Self {
+        describe();
         let mut h = Self {
             duration: std::array::from_fn(|_| Histogram::noop()),
             attempts: std::array::from_fn(|_| Histogram::noop()),
@@ -465,6 +490,7 @@ impl Group {
     /// set to its count (a recorder installed after keys were made starts
     /// right).
     fn register(&self, name: &'static str) -> GroupHandles {
+        describe();
         let mut h = GroupHandles {
             gauges: std::array::from_fn(|_| Gauge::noop()),
             events: std::array::from_fn(|_| Counter::noop()),
