@@ -26,7 +26,9 @@
 //! [`BreakerRegistry::name`]; both default to `"default"`.
 //!
 //! **`outcome`**, one per call, when it resolves (a call dropped before it
-//! resolves records nothing):
+//! resolves records nothing). The duration runs from the call's first poll
+//! to its end, waits included; the attempts are the operation's invocations
+//! (0 for a call refused before its first attempt):
 //!
 //! | the call ends with | `outcome` |
 //! | --- | --- |
