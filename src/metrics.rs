@@ -516,16 +516,25 @@ impl Group {
 
     fn add(&self, name: &'static str, state: KeyState, delta: i64) {
         let slot = &self.counts[state as usize];
-        slot.fetch_add(delta, Ordering::AcqRel);
+        slot.fetch_add(delta, Ordering::SeqCst);
         // The gauge is set to the count (not moved by the delta), so it
-        // cannot drift from it. Two changes racing may set it out of order;
-        // the next change of that state, or a snapshot, sets it right.
-        let value = slot.load(Ordering::Acquire);
+        // cannot drift from it, and set again until the count read after
+        // the set is the one set: whichever change sets it last sets the
+        // final count, so once changes stop the gauge equals the count,
+        // however they raced.
         self.handles.with(
             || self.register(name),
             |h| {
                 if let Some(g) = h.gauges.get(state as usize) {
-                    g.set(value as f64);
+                    let mut value = slot.load(Ordering::SeqCst);
+                    loop {
+                        g.set(value as f64);
+                        let now = slot.load(Ordering::SeqCst);
+                        if now == value {
+                            break;
+                        }
+                        value = now;
+                    }
                 }
             },
         );

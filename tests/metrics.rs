@@ -880,3 +880,62 @@ fn a_policy_built_without_metrics_registers_and_records_nothing() {
     });
     assert!(seen.label_sets().is_empty(), "{:#?}", seen.label_sets());
 }
+
+/// Threads racing transitions on one registry: once they stop, the gauge
+/// equals the snapshot's counts (the open period is an hour: nothing
+/// changes by the clock), though no snapshot set it.
+#[test]
+fn the_gauge_is_exact_after_threads_race_transitions() {
+    let recorder = Live::new();
+    let breakers: BreakerRegistry<String> = BreakerRegistry::new(
+        BreakerConfig::default()
+            .consecutive_failures(2)
+            .open_duration(Duration::from_secs(3600)),
+    )
+    .name("race");
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let (recorder, breakers) = (&recorder, &breakers);
+            scope.spawn(move || {
+                metrics::with_local_recorder(recorder, || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async {
+                        let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                        for _ in 0..3_000 {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            let b = breakers.get(&format!("org-{}", x % 40));
+                            match (x >> 8) % 10 {
+                                0 => b.force_open(),
+                                1 | 2 => b.reset(),
+                                3..=5 => {
+                                    if let Ok(p) = b.try_acquire() {
+                                        p.record(Outcome::Failure);
+                                    }
+                                }
+                                _ => {
+                                    if let Ok(p) = b.try_acquire() {
+                                        p.record(Outcome::Success);
+                                    }
+                                }
+                            }
+                        }
+                    });
+                });
+            });
+        }
+    });
+    let gauge = recorder.gauges("race");
+    let snapshots = metrics::with_local_recorder(&recorder, || breakers.snapshot());
+    assert_eq!(gauge, snapshot_counts(&snapshots));
+    assert_eq!(
+        recorder.gauges("race"),
+        gauge,
+        "the snapshot had nothing to set right"
+    );
+    assert_eq!(gauge.values().sum::<f64>(), 40.0);
+}
