@@ -78,6 +78,9 @@
 //! every key anyway and sets them right: right after a snapshot the gauge
 //! equals the snapshot's counts. A health endpoint that snapshots the registry
 //! (as [`BreakerCheck`](crate::health::BreakerCheck) does) keeps it current.
+//! Changes racing on several threads may set it out of order for a moment;
+//! each sets it again until it holds the count, so it is exact once they
+//! stop.
 //!
 //! # Installing the recorder
 //!

@@ -939,3 +939,32 @@ fn the_gauge_is_exact_after_threads_race_transitions() {
     );
     assert_eq!(gauge.values().sum::<f64>(), 40.0);
 }
+
+/// The tower layer drives the same call: its requests are recorded under
+/// the policy's name like `policy.call(..)`.
+#[cfg(feature = "tower")]
+#[test]
+fn calls_through_the_tower_layer_are_recorded_like_calls() {
+    use safecall::tower::SafeCallLayer;
+    use tower::{Layer, Service, ServiceExt};
+
+    let ((), seen) = recorded(|| async {
+        let mut svc = SafeCallLayer::new(policy("layer", 2)).layer(tower::service_fn(|x: u32| {
+            std::future::ready(if x == 0 { Err(Failure(503)) } else { Ok(x) })
+        }));
+        for x in [1, 0] {
+            let _ = svc.ready().await.ok().unwrap().call(x).await;
+        }
+    });
+    assert_eq!(
+        seen.outcomes("layer"),
+        BTreeMap::from([
+            ("ok".to_owned(), vec![1.0]),
+            ("exhausted".to_owned(), vec![3.0])
+        ])
+    );
+    assert_eq!(
+        seen.events(),
+        BTreeMap::from([ev("layer", "retry", 2), ev("layer", "give_up", 1)])
+    );
+}
