@@ -135,6 +135,17 @@ pub enum Error<E> {
         #[source]
         last_error: Option<E>,
     },
+    /// The call's [`Bulkhead`](crate::Bulkhead) had no free permit (within its
+    /// `max_wait`, if it queues): a limit of this client's own, never retried
+    /// and never held against a breaker. The operation was not invoked.
+    #[error("bulkhead full after {attempts} attempt{}: no free permit (waited {waited:?}; a limit of this client's own)", plural(*.attempts))]
+    BulkheadFull {
+        /// How long the call queued for a permit (zero without `max_wait`).
+        waited: Duration,
+        /// How many times the operation was invoked (always 0: the permit is
+        /// taken before the first attempt).
+        attempts: u32,
+    },
 }
 
 /// Displays a timeout's limit and, after an attempt timeout, why the call
@@ -168,7 +179,8 @@ impl<E> Error<E> {
             Error::Permanent { attempts, .. }
             | Error::Exhausted { attempts, .. }
             | Error::Timeout { attempts, .. }
-            | Error::CircuitOpen { attempts, .. } => *attempts,
+            | Error::CircuitOpen { attempts, .. }
+            | Error::BulkheadFull { attempts, .. } => *attempts,
         }
     }
 
@@ -184,6 +196,7 @@ impl<E> Error<E> {
         match self {
             Error::Permanent { source, .. } | Error::Exhausted { source, .. } => Some(source),
             Error::Timeout { last_error, .. } | Error::CircuitOpen { last_error, .. } => last_error,
+            Error::BulkheadFull { .. } => None,
         }
     }
 
@@ -196,6 +209,7 @@ impl<E> Error<E> {
             Error::Timeout { last_error, .. } | Error::CircuitOpen { last_error, .. } => {
                 last_error.as_ref()
             }
+            Error::BulkheadFull { .. } => None,
         }
     }
 
@@ -203,6 +217,12 @@ impl<E> Error<E> {
     #[must_use]
     pub fn is_circuit_open(&self) -> bool {
         matches!(self, Error::CircuitOpen { .. })
+    }
+
+    /// Whether the call was refused by a full bulkhead.
+    #[must_use]
+    pub fn is_bulkhead_full(&self) -> bool {
+        matches!(self, Error::BulkheadFull { .. })
     }
 
     /// Whether the call ended on a time limit.

@@ -121,6 +121,7 @@
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
+pub mod bulkhead;
 mod call;
 pub mod classify;
 mod error;
@@ -144,8 +145,10 @@ pub use breaker::{
     RefusalCause, Rejected, Transition, TransitionCause,
 };
 pub use budget::RetryBudget;
+pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadPermit};
 pub use call::{
-    Attempt, BreakerHold, Call, ClassifyOkWith, EveryOk, NoBreaker, Plain, WithAttempt,
+    Attempt, BreakerHold, BulkheadHold, Call, ClassifyOkWith, EveryOk, Fallback, NoBreaker,
+    NoBulkhead, Plain, WithAttempt,
 };
 pub use classify::{
     AlwaysTransient, Classify, ErrorClass, classify_grpc_code, classify_http_status, classify_io,

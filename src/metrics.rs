@@ -38,7 +38,7 @@
 //! | [`Error::Exhausted`], any other reason | `exhausted` |
 //! | [`Error::Timeout`] (the deadline, or the last attempt's timeout) | `timeout` |
 //! | [`Error::CircuitOpen`] | `circuit_open` |
-//! | a full bulkhead (reserved: bulkheads are not built yet) | `bulkhead_full` |
+//! | [`Error::BulkheadFull`] | `bulkhead_full` |
 //!
 //! A value that [`Call::classify_ok`](crate::Call::classify_ok) classified as a
 //! failure, returned as `Ok(last value)` because no attempt was left, is
@@ -56,7 +56,9 @@
 //! | `rejected` | a call ended by its breaker (every `circuit_open` outcome) | the policy's name |
 //! | `circuit_opened`, `circuit_half_opened`, `circuit_closed` | a breaker's transition to that state (forced opens and resets included; in [`BreakerMode::MetricsOnly`](crate::BreakerMode::MetricsOnly), what would have happened) | the breaker's **registry** name |
 //! | `cooled_down` | a breaker starting (or extending) a cool-down on a server's retry-after hint | the breaker's registry name |
-//! | `hedge_sent`, `hedge_won`, `fallback`, `bulkhead_rejected` | reserved for hedging, fallbacks and bulkheads (not built yet) | |
+//! | `bulkhead_rejected` | a call ended by a full bulkhead (every `bulkhead_full` outcome) | the policy's name |
+//! | `fallback` | a [fallback](crate::Call::fallback) served a stand-in value (the call's own outcome is still recorded: `circuit_open`, say) | the policy's name |
+//! | `hedge_sent`, `hedge_won` | reserved for hedging (not built yet) | |
 //!
 //! A breaker serves every policy that calls through it, so its transitions
 //! are counted once, under its registry's name in the `policy` label (a
@@ -143,6 +145,7 @@
 //! [`Error::Exhausted`]: crate::Error::Exhausted
 //! [`Error::Timeout`]: crate::Error::Timeout
 //! [`Error::CircuitOpen`]: crate::Error::CircuitOpen
+//! [`Error::BulkheadFull`]: crate::Error::BulkheadFull
 //! [`ExhaustedReason::BudgetEmpty`]: crate::ExhaustedReason::BudgetEmpty
 
 use std::any::{Any, TypeId};
@@ -175,7 +178,6 @@ pub(crate) enum CallOutcome {
     Timeout,
     CircuitOpen,
     BudgetEmpty,
-    #[allow(dead_code)] // reserved for bulkheads
     BulkheadFull,
 }
 
@@ -197,7 +199,7 @@ impl CallOutcome {
 
 /// What `safecall.events` counts, as the `event` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // hedges, fallbacks and bulkheads are reserved
+#[allow(dead_code)] // hedges are reserved
 pub(crate) enum Event {
     Retry,
     GiveUp,
@@ -324,18 +326,25 @@ fn labels(pairs: &[(&'static str, &'static str)]) -> Vec<Label> {
         .collect()
 }
 
-/// The outcomes a call can end with today (`bulkhead_full` is reserved).
-const OUTCOMES: [CallOutcome; 6] = [
+/// The outcomes a call can end with.
+const OUTCOMES: [CallOutcome; CallOutcome::COUNT] = [
     CallOutcome::Ok,
     CallOutcome::Permanent,
     CallOutcome::Exhausted,
     CallOutcome::Timeout,
     CallOutcome::CircuitOpen,
     CallOutcome::BudgetEmpty,
+    CallOutcome::BulkheadFull,
 ];
 
-/// The events a call counts today.
-const CALL_EVENTS: [Event; 3] = [Event::Retry, Event::GiveUp, Event::Rejected];
+/// The events a call counts today (hedges are not built yet).
+const CALL_EVENTS: [Event; 5] = [
+    Event::Retry,
+    Event::GiveUp,
+    Event::Rejected,
+    Event::BulkheadRejected,
+    Event::Fallback,
+];
 
 /// The events a breaker counts.
 const BREAKER_EVENTS: [Event; 4] = [
@@ -436,6 +445,21 @@ impl PolicyMetrics {
                 }
             },
         );
+    }
+
+    /// The handle of this policy's counter of `event`, with the recorder in
+    /// force.
+    pub(crate) fn counter(&self, event: Event) -> Counter {
+        let name = self.name;
+        self.handles.with(
+            || PolicyHandles::register(name),
+            |h| {
+                h.events
+                    .get(event as usize)
+                    .cloned()
+                    .unwrap_or_else(Counter::noop)
+            },
+        )
     }
 
     /// Counts `event` for this policy.

@@ -197,3 +197,32 @@ fn a_count_window_record_racing_a_reset_keeps_exact_totals() {
         assert_eq!((snap.calls_in_window, snap.failures_in_window), (2, 0));
     });
 }
+
+/// The bulkhead's permit: two threads racing for one slot never both hold it,
+/// and every permit comes back.
+#[test]
+fn a_bulkhead_slot_is_held_by_one_thread_at_a_time() {
+    use safecall::{Bulkhead, BulkheadConfig};
+    model(|| {
+        let b = Bulkhead::new(BulkheadConfig::max_concurrent(1));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (b, inside) = (b.clone(), Arc::clone(&inside));
+                thread::spawn(move || {
+                    if let Some(permit) = b.try_acquire() {
+                        let n = inside.fetch_add(1, SeqCst) + 1;
+                        assert_eq!(n, 1, "two holders of one slot");
+                        inside.fetch_sub(1, SeqCst);
+                        drop(permit);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(b.in_use(), 0);
+        assert!(b.try_acquire().is_some());
+    });
+}

@@ -751,10 +751,10 @@ fn a_hundred_thousand_tenants_make_a_bounded_set_of_series_without_a_key() {
     });
     let sets = seen.label_sets();
     // The policy's series, registered when it was built: duration and
-    // attempts for each of its 6 outcomes, and its 3 events (15); the
+    // attempts for each of its 7 outcomes, and its 5 events (19); the
     // registry's, registered at its first key: the gauge's 5 states and its
     // 4 events (9). Whatever the number of tenants.
-    assert_eq!(sets.len(), 15 + 9, "{sets:#?}");
+    assert_eq!(sets.len(), 19 + 9, "{sets:#?}");
     for (_, labels) in &sets {
         for (_, value) in labels {
             assert!(
@@ -836,10 +836,10 @@ fn a_label_mapping_keeps_named_tenants_and_folds_the_rest_into_other() {
         tenant_values,
         BTreeSet::from(["acme".to_owned(), "globex".to_owned(), "other".to_owned()])
     );
-    // The policy's 15, and the registry's 9 for each of the 3 tenant labels.
+    // The policy's 19, and the registry's 9 for each of the 3 tenant labels.
     assert_eq!(
         seen.label_sets().len(),
-        15 + 3 * 9,
+        19 + 3 * 9,
         "{:#?}",
         seen.label_sets()
     );
@@ -966,5 +966,57 @@ fn calls_through_the_tower_layer_are_recorded_like_calls() {
     assert_eq!(
         seen.events(),
         BTreeMap::from([ev("layer", "retry", 2), ev("layer", "give_up", 1)])
+    );
+}
+
+#[test]
+fn a_full_bulkhead_and_a_fallback_are_counted_for_the_policy() {
+    use safecall::{Bulkhead, BulkheadConfig};
+
+    let ((), seen) = recorded(|| async {
+        let bulkhead =
+            Bulkhead::new(BulkheadConfig::max_concurrent(1).max_wait(Duration::from_secs(2)));
+        let busy = bulkhead.try_acquire().expect("a free slot");
+        // Refused after queuing for max_wait: bulkhead_full, 0 attempts.
+        let p = policy("bulkhead", 3);
+        let refused = p.call(script(&[])).bulkhead(&bulkhead).await;
+        assert!(matches!(
+            refused,
+            Err(Error::BulkheadFull { attempts: 0, .. })
+        ));
+        drop(busy);
+        // A fallback serves an exhausted call: the call's outcome is still
+        // exhausted; the stand-in is counted as a fallback.
+        let p = policy("fallback", 1);
+        let served = p.call(script(&[503, 503])).fallback(|_| Some(0)).await;
+        assert_eq!(served.ok(), Some(0));
+        // A fallback that declines counts nothing more.
+        let declined = p.call(script(&[503, 503])).fallback(|_| None).await;
+        assert!(declined.is_err());
+    });
+    assert_eq!(
+        seen.outcomes("bulkhead"),
+        BTreeMap::from([("bulkhead_full".to_owned(), vec![0.0])])
+    );
+    assert_eq!(
+        seen.histogram(
+            CALL_DURATION,
+            &[("policy", "bulkhead"), ("outcome", "bulkhead_full")]
+        ),
+        [2.0],
+        "the time queued"
+    );
+    assert_eq!(
+        seen.outcomes("fallback"),
+        BTreeMap::from([("exhausted".to_owned(), vec![2.0, 2.0])])
+    );
+    assert_eq!(
+        seen.events(),
+        BTreeMap::from([
+            ev("bulkhead", "bulkhead_rejected", 1),
+            ev("fallback", "retry", 2),
+            ev("fallback", "give_up", 2),
+            ev("fallback", "fallback", 1),
+        ])
     );
 }

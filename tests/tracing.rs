@@ -65,3 +65,20 @@ async fn tracing_says_a_value_was_classified() {
     let text = logs.text();
     assert!(text.contains("value_classified=true"), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_that_serves_says_so() {
+    let _serial = support::log_lock();
+    let (subscriber, logs) = support::capture_logs(tracing::Level::INFO);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let script = Script::<u32, TestError>::new().then_err(status(503));
+    let v = policy()
+        .call(|| script.attempt())
+        .fallback(|_| Some(7))
+        .await
+        .unwrap();
+    assert_eq!(v, 7);
+    let text = logs.text();
+    assert!(text.contains("a fallback served the call"), "{text}");
+    assert!(text.contains("attempts=4"), "{text}");
+}

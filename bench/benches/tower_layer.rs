@@ -17,6 +17,12 @@
 //!   breaker": tower's `Retry` around a service that asks a safecall breaker
 //!   (looked up in the registry per call) before the inner one.
 //!
+//! - `tower_resilience`: tower's `Retry` around tower-resilience's circuit
+//!   breaker layer at its defaults (the peer the issue names).
+//!
+//! And the rejection path (`tower_stack_rejection`): a breaker that is open
+//! for the whole run refuses every call before the inner service runs.
+//!
 //! Run: `cargo bench -p safecall-bench --bench tower_layer`.
 
 use std::hint::black_box;
@@ -25,7 +31,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use safecall::tower::SafeCallLayer;
 use safecall::{BreakerConfig, BreakerRegistry, Outcome, SafeCall};
-use safecall_bench::peers::{Attempts, tower_call};
+use safecall_bench::peers::{Attempts, tower_call, tower_resilience_layer};
 use safecall_bench::{Failure, no_budget_policy, op, runtime};
 use tower::{Service, ServiceBuilder};
 
@@ -94,6 +100,51 @@ fn success_stack(c: &mut Criterion) {
             }));
         b.iter_custom(|iters| batch(&rt, &mut svc, iters))
     });
+    g.bench_function("tower_resilience", |b| {
+        let layer = tower_resilience_layer(safecall_bench::OPEN);
+        let mut svc = tower::retry::Retry::new(Attempts(3), layer.layer_fn(tower::service_fn(op)));
+        b.iter_custom(|iters| batch(&rt, &mut svc, iters))
+    });
+    g.finish();
+}
+
+/// Long enough that an opened breaker stays open for the whole run.
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn rejection_stack(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("tower_stack_rejection");
+    let policy: SafeCall<Failure> = SafeCall::default();
+
+    g.bench_function("safecall_layer_breaker", |b| {
+        let registry: BreakerRegistry<u64> = BreakerRegistry::new(BreakerConfig::default());
+        registry.get(&7).force_open();
+        let mut svc = ServiceBuilder::new()
+            .layer(SafeCallLayer::new(policy.clone()).breakers(registry, |_: &u64| 7))
+            .service(tower::service_fn(op));
+        rt.block_on(async {
+            let r = tower_call(&mut svc, 1).await;
+            assert!(
+                matches!(r, Err(safecall::Error::CircuitOpen { attempts: 0, .. })),
+                "the layer must refuse"
+            );
+        });
+        b.iter_custom(|iters| batch(&rt, &mut svc, iters))
+    });
+    g.bench_function("tower_resilience", |b| {
+        let layer = tower_resilience_layer(HOUR);
+        let mut svc = layer.layer_fn(tower::service_fn(|_: u64| {
+            std::future::ready(Err::<u64, _>(Failure))
+        }));
+        rt.block_on(async {
+            // Trip it: tower-resilience counts the last 100 calls.
+            for _ in 0..200 {
+                let _ = tower_call(&mut svc, 0).await;
+            }
+            assert!(svc.is_open(), "tower-resilience must be open");
+        });
+        b.iter_custom(|iters| batch(&rt, &mut svc, iters))
+    });
     g.finish();
 }
 
@@ -103,6 +154,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = success_stack
+    targets = success_stack, rejection_stack
 }
 criterion_main!(benches);

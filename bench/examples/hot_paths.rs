@@ -140,6 +140,18 @@ fn main() {
                     }
                 }
             }
+            "breaker_count" => {
+                let count_b = breaker(
+                    BreakerConfig::default()
+                        .no_consecutive_failures()
+                        .count_window(0.5, 100),
+                );
+                for _ in 0..n {
+                    if let Ok(p) = count_b.try_acquire() {
+                        p.record(Outcome::Success);
+                    }
+                }
+            }
             "breaker_consecutive" => {
                 for _ in 0..n {
                     if let Ok(p) = consecutive_b.try_acquire() {

@@ -111,3 +111,143 @@ impl<B: BreakerHold> Drop for BreakerSlot<B> {
         }
     }
 }
+
+pub(crate) mod sealed_bulkhead {
+    /// How a call holds its bulkhead.
+    pub trait Hold {
+        fn bulkhead(&self) -> Option<&crate::Bulkhead>;
+    }
+}
+
+/// How a [`Call`](super::Call) holds its [`Bulkhead`](crate::Bulkhead):
+/// [`NoBulkhead`] (the default) or `&Bulkhead` (from
+/// [`Call::bulkhead`](super::Call::bulkhead)). Sealed, like [`BreakerHold`]:
+/// a call without a bulkhead pays nothing for the option.
+pub trait BulkheadHold: sealed_bulkhead::Hold {}
+
+/// A call without a bulkhead.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBulkhead;
+
+impl sealed_bulkhead::Hold for NoBulkhead {
+    #[inline(always)]
+    fn bulkhead(&self) -> Option<&crate::Bulkhead> {
+        None
+    }
+}
+impl BulkheadHold for NoBulkhead {}
+
+impl sealed_bulkhead::Hold for &crate::Bulkhead {
+    #[inline(always)]
+    fn bulkhead(&self) -> Option<&crate::Bulkhead> {
+        Some(self)
+    }
+}
+impl BulkheadHold for &crate::Bulkhead {}
+
+/// The call's bulkhead holder, its place in the bulkhead's queue and whether
+/// it holds its permit. Dropping it leaves the queue and releases the permit:
+/// a cancelled call frees its slot at once.
+pub(crate) struct BulkheadSlot<H: BulkheadHold> {
+    pub(crate) hold: H,
+    pub(crate) ticket: Option<u64>,
+    pub(crate) holding: bool,
+}
+
+impl<H: BulkheadHold> BulkheadSlot<H> {
+    pub(crate) const fn new(hold: H) -> Self {
+        Self {
+            hold,
+            ticket: None,
+            holding: false,
+        }
+    }
+
+    /// Whether the call has yet to get its permit.
+    #[inline(always)]
+    pub(crate) fn pending(&self) -> bool {
+        !self.holding && sealed_bulkhead::Hold::bulkhead(&self.hold).is_some()
+    }
+
+    /// Take the call's permit now, or join the queue: `Refused` when the
+    /// bulkhead is full and does not queue.
+    pub(crate) fn acquire(&mut self, waker: &std::task::Waker) -> Acquired {
+        let Some(b) = sealed_bulkhead::Hold::bulkhead(&self.hold) else {
+            return Acquired::Held;
+        };
+        if b.take_free() {
+            self.holding = true;
+            return Acquired::Held;
+        }
+        let max_wait = b.max_wait();
+        if max_wait.is_zero() {
+            return Acquired::Refused;
+        }
+        match b.enqueue(waker) {
+            Ok(()) => {
+                self.holding = true;
+                Acquired::Held
+            }
+            Err(ticket) => {
+                self.ticket = Some(ticket);
+                Acquired::Queued { max_wait }
+            }
+        }
+    }
+
+    /// While queued: whether the permit has come (then the call holds it).
+    pub(crate) fn poll_queued(&mut self, waker: &std::task::Waker) -> bool {
+        let (Some(b), Some(ticket)) = (sealed_bulkhead::Hold::bulkhead(&self.hold), self.ticket)
+        else {
+            return true;
+        };
+        if b.poll_ticket(ticket, waker) {
+            self.ticket = None;
+            self.holding = true;
+        }
+        self.holding
+    }
+
+    /// The wait is over: leave the queue. Whether the permit came at the last
+    /// moment (then the call holds it).
+    pub(crate) fn leave_queue(&mut self) -> bool {
+        if let (Some(b), Some(ticket)) = (sealed_bulkhead::Hold::bulkhead(&self.hold), self.ticket)
+        {
+            self.ticket = None;
+            if b.leave(ticket) {
+                self.holding = true;
+            }
+        }
+        self.holding
+    }
+}
+
+/// What [`BulkheadSlot::acquire`] did.
+pub(crate) enum Acquired {
+    Held,
+    Refused,
+    Queued { max_wait: std::time::Duration },
+}
+
+impl<H: BulkheadHold> BulkheadSlot<H> {
+    /// Leave the queue and give back the permit, if held.
+    #[inline(always)]
+    pub(crate) fn release(&mut self) {
+        if let Some(b) = sealed_bulkhead::Hold::bulkhead(&self.hold) {
+            if let Some(ticket) = self.ticket.take() {
+                b.cancel(ticket);
+            }
+            if self.holding {
+                self.holding = false;
+                b.release_permit();
+            }
+        }
+    }
+}
+
+impl<H: BulkheadHold> Drop for BulkheadSlot<H> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.release();
+    }
+}

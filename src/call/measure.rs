@@ -66,6 +66,7 @@ mod on {
                 Err(Error::Exhausted { .. }) => CallOutcome::Exhausted,
                 Err(Error::Timeout { .. }) => CallOutcome::Timeout,
                 Err(Error::CircuitOpen { .. }) => CallOutcome::CircuitOpen,
+                Err(Error::BulkheadFull { .. }) => CallOutcome::BulkheadFull,
             };
             let elapsed = Instant::now().saturating_duration_since(started);
             metrics.call_ended(outcome, attempts, elapsed);
@@ -81,6 +82,24 @@ mod on {
     }
 
     pub(crate) use crate::metrics::Event as CallEvent;
+
+    /// The `fallback` event's counter of a call's policy, taken when the
+    /// fallback is chained (the fallback's future outlives no borrow).
+    #[derive(Debug, Default)]
+    pub(crate) struct FallbackCount(Option<::metrics::Counter>);
+
+    impl FallbackCount {
+        pub(crate) fn of(s: &Settings) -> Self {
+            Self(s.metrics.as_ref().map(|m| m.counter(Event::Fallback)))
+        }
+
+        /// A fallback served the call.
+        pub(crate) fn count(&self) {
+            if let Some(c) = &self.0 {
+                c.increment(1);
+            }
+        }
+    }
 }
 
 #[cfg(not(feature = "metrics"))]
@@ -108,8 +127,23 @@ mod off {
         Retry,
         GiveUp,
         Rejected,
+        BulkheadRejected,
     }
 
     #[inline(always)]
     pub(crate) fn event(_s: &Settings, _event: CallEvent) {}
+
+    /// Nothing: metrics are off.
+    #[derive(Debug, Default)]
+    pub(crate) struct FallbackCount(());
+
+    impl FallbackCount {
+        #[inline(always)]
+        pub(crate) fn of(_s: &Settings) -> Self {
+            Self(())
+        }
+
+        #[inline(always)]
+        pub(crate) fn count(&self) {}
+    }
 }

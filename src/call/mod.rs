@@ -15,13 +15,19 @@ use crate::policy::{Inner, RetryEvent};
 use crate::{Error, ErrorClass, ExhaustedReason};
 
 mod decide;
+mod fallback;
 mod holders;
 mod measure;
 
 use decide::{Next, attempt_limit, breaker_outcome, budget_of, decide, refused_after, withdraw};
-pub use holders::{BreakerHold, NoBreaker};
-use holders::{BreakerSlot, PolicyRef};
+pub use fallback::Fallback;
+use holders::{Acquired, BreakerSlot, BulkheadSlot, PolicyRef};
+pub use holders::{BreakerHold, BulkheadHold, NoBreaker, NoBulkhead};
 use measure::{CallEvent, Measure};
+
+/// Far enough ahead to stand for "no end" (a wait with neither a bound nor a
+/// deadline cannot happen: `max_wait` is finite) without overflowing.
+const FAR: Duration = Duration::from_secs(86_400 * 365);
 
 /// What [`SafeCall::call_with`](crate::SafeCall::call_with) hands the operation
 /// before each attempt.
@@ -138,12 +144,22 @@ pin_project! {
     /// invoked again. Polling it again after it has resolved returns
     /// `Poll::Pending`.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct Call<'a, E, Op, Fut, C = EveryOk, B: BreakerHold = NoBreaker> {
+    pub struct Call<
+        'a,
+        E,
+        Op,
+        Fut,
+        C = EveryOk,
+        B: BreakerHold = NoBreaker,
+        H: BulkheadHold = NoBulkhead,
+    > {
         inner: PolicyRef<'a, E>,
         op: Op,
         classify_ok: C,
         // The breaker, if any, and the permit of the attempt in flight.
         breaker: BreakerSlot<B>,
+        // The bulkhead, if any: the call's permit, or its place in the queue.
+        bulkhead: BulkheadSlot<H>,
         attempts: u32,
         started: bool,
         previous_delay: Duration,
@@ -172,12 +188,17 @@ pin_project! {
         Timed { #[pin] fut: Timeout<Fut>, at_deadline: bool },
         // Polls the wait before the next attempt.
         Waiting { #[pin] sleep: Sleep },
+        // Queued for a bulkhead permit until `sleep` ends (`max_wait`, or the
+        // deadline when `at_deadline`).
+        Queued { #[pin] sleep: Sleep, since: Instant, at_deadline: bool },
         // Resolved.
         Done,
     }
 }
 
-impl<E, Op: fmt::Debug, Fut, C, B: BreakerHold> fmt::Debug for Call<'_, E, Op, Fut, C, B> {
+impl<E, Op: fmt::Debug, Fut, C, B: BreakerHold, H: BulkheadHold> fmt::Debug
+    for Call<'_, E, Op, Fut, C, B, H>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Call")
             .field("op", &self.op)
@@ -206,6 +227,7 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             op,
             classify_ok: EveryOk,
             breaker: BreakerSlot::new(NoBreaker),
+            bulkhead: BulkheadSlot::new(NoBulkhead),
             attempts: 0,
             started: false,
             previous_delay,
@@ -221,12 +243,13 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
 /// The same call with another classifier of values or breaker holder (before
 /// its first poll): every other field moves across.
 macro_rules! remake {
-    ($call:expr, |$c:ident, $b:ident| ($new_c:expr, $new_b:expr)) => {{
+    ($call:expr, |$c:ident, $b:ident, $h:ident| ($new_c:expr, $new_b:expr, $new_h:expr)) => {{
         let Call {
             inner,
             op,
             classify_ok: $c,
             breaker: $b,
+            bulkhead: $h,
             attempts,
             started,
             previous_delay,
@@ -241,6 +264,7 @@ macro_rules! remake {
             op,
             classify_ok: $new_c,
             breaker: $new_b,
+            bulkhead: $new_h,
             attempts,
             started,
             previous_delay,
@@ -253,7 +277,7 @@ macro_rules! remake {
     }};
 }
 
-impl<'a, E, Op, Fut, B: BreakerHold> Call<'a, E, Op, Fut, EveryOk, B> {
+impl<'a, E, Op, Fut, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, EveryOk, B, H> {
     /// Classifies the operation's successes too: `f` returns `None` for a value
     /// that is a success, or the [`ErrorClass`] of the failure it stands for
     /// (an HTTP client's `Ok(response)` for a 503).
@@ -312,22 +336,77 @@ impl<'a, E, Op, Fut, B: BreakerHold> Call<'a, E, Op, Fut, EveryOk, B> {
     /// ```
     ///
     /// [`RetryEvent::value_classified`]: crate::RetryEvent::value_classified
-    pub fn classify_ok<T, F>(self, f: F) -> Call<'a, E, Op, Fut, ClassifyOkWith<F>, B>
+    pub fn classify_ok<T, F>(self, f: F) -> Call<'a, E, Op, Fut, ClassifyOkWith<F>, B, H>
     where
         F: Fn(&T) -> Option<ErrorClass>,
     {
-        remake!(self, |_old, breaker| (ClassifyOkWith(f), breaker))
+        remake!(self, |_old, breaker, bulkhead| (
+            ClassifyOkWith(f),
+            breaker,
+            bulkhead
+        ))
     }
 
     /// [`classify_ok`](Self::classify_ok) with any classifier of values
     /// ([`EveryOk`] included), for a caller generic over it.
     #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the tower layer's
-    pub(crate) fn with_classify_ok<C>(self, classify_ok: C) -> Call<'a, E, Op, Fut, C, B> {
-        remake!(self, |_old, breaker| (classify_ok, breaker))
+    pub(crate) fn with_classify_ok<C>(self, classify_ok: C) -> Call<'a, E, Op, Fut, C, B, H> {
+        remake!(self, |_old, breaker, bulkhead| (
+            classify_ok,
+            breaker,
+            bulkhead
+        ))
     }
 }
 
-impl<'a, E, Op, Fut, C> Call<'a, E, Op, Fut, C, NoBreaker> {
+impl<'a, E, Op, Fut, C, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, C, B, H> {
+    /// Serves `f`'s value when the dependency was unavailable: the call ended
+    /// with [`Error::CircuitOpen`], [`Error::Exhausted`] or [`Error::Timeout`]
+    /// and `f` returns `Some` (a cached answer, a default). `None` returns the
+    /// error. Never run for [`Error::Permanent`]: a wrong request must not be
+    /// papered over. A `tracing` event (INFO, target `safecall`) says a
+    /// fallback served the call. Chain it last.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safecall::{Breaker, BreakerConfig, SafeCall};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let policy: SafeCall<&str> = SafeCall::builder().max_retries(0).build().unwrap();
+    /// let breaker = Breaker::new(BreakerConfig::default());
+    /// breaker.force_open(); // the provider is isolated
+    /// let cached = "yesterday's rates";
+    /// let rates = policy
+    ///     .call(|| async { Ok::<_, &str>("today's rates") })
+    ///     .breaker(&breaker)
+    ///     .fallback(|_| Some(cached))
+    ///     .await;
+    /// assert_eq!(rates.unwrap(), "yesterday's rates");
+    ///
+    /// // A wrong request is never papered over.
+    /// let policy: SafeCall<&str> = SafeCall::builder()
+    ///     .classify(|_: &&str| safecall::ErrorClass::CallerFault)
+    ///     .build()
+    ///     .unwrap();
+    /// let wrong = policy
+    ///     .call(|| async { Err::<&str, _>("bad phone number") })
+    ///     .fallback(|_| Some(cached))
+    ///     .await;
+    /// assert!(matches!(wrong, Err(safecall::Error::Permanent { .. })));
+    /// # }
+    /// ```
+    pub fn fallback<T, F>(self, f: F) -> Fallback<Self, F>
+    where
+        F: FnOnce(&Error<E>) -> Option<T>,
+    {
+        let served = measure::FallbackCount::of(&self.inner.get().settings);
+        Fallback::new(self, f, served)
+    }
+}
+
+impl<'a, E, Op, Fut, C, H: BulkheadHold> Call<'a, E, Op, Fut, C, NoBreaker, H> {
     /// Runs every attempt of this call through `breaker`.
     ///
     /// The breaker is asked before **each** attempt, retries included: a refusal
@@ -361,21 +440,66 @@ impl<'a, E, Op, Fut, C> Call<'a, E, Op, Fut, C, NoBreaker> {
     /// assert!(matches!(refused, Err(Error::CircuitOpen { attempts: 0, .. })));
     /// # }
     /// ```
-    pub fn breaker(self, breaker: &'a Breaker) -> Call<'a, E, Op, Fut, C, &'a Breaker> {
+    pub fn breaker(self, breaker: &'a Breaker) -> Call<'a, E, Op, Fut, C, &'a Breaker, H> {
         self.with_breaker(breaker)
     }
 
     /// [`breaker`](Self::breaker) with an owned handle, for a call that must
     /// outlive the breaker's borrow.
     #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the tower layer's
-    pub(crate) fn breaker_owned(self, breaker: Breaker) -> Call<'a, E, Op, Fut, C, Breaker> {
+    pub(crate) fn breaker_owned(self, breaker: Breaker) -> Call<'a, E, Op, Fut, C, Breaker, H> {
         self.with_breaker(breaker)
     }
 
-    fn with_breaker<B: BreakerHold>(self, hold: B) -> Call<'a, E, Op, Fut, C, B> {
-        remake!(self, |classify_ok, _old| (
+    fn with_breaker<B: BreakerHold>(self, hold: B) -> Call<'a, E, Op, Fut, C, B, H> {
+        remake!(self, |classify_ok, _old, bulkhead| (
             classify_ok,
-            BreakerSlot::new(hold)
+            BreakerSlot::new(hold),
+            bulkhead
+        ))
+    }
+}
+
+impl<'a, E, Op, Fut, C, B: BreakerHold> Call<'a, E, Op, Fut, C, B, NoBulkhead> {
+    /// Runs the call under `bulkhead`: one permit, taken before the first
+    /// attempt and held across retries and waits, released when the call ends
+    /// or is dropped.
+    ///
+    /// A full bulkhead ends the call with [`Error::BulkheadFull`] (a limit of
+    /// this client's own: never retried, never held against a breaker), at
+    /// once, or after queuing first in, first out for up to the bulkhead's
+    /// [`max_wait`](crate::BulkheadConfig::max_wait). The wait counts against
+    /// the call's deadline: a deadline that passes while queued ends the call
+    /// with [`Error::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safecall::{Bulkhead, BulkheadConfig, Error, SafeCall};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let bulkhead = Bulkhead::new(
+    ///     BulkheadConfig::max_concurrent(1).max_wait(Duration::from_millis(50)),
+    /// );
+    /// let policy: SafeCall<std::io::Error> = SafeCall::default();
+    /// let _busy = bulkhead.try_acquire().unwrap(); // a slow call in flight
+    /// let refused = policy
+    ///     .call(|| async { Ok::<_, std::io::Error>(()) })
+    ///     .bulkhead(&bulkhead)
+    ///     .await;
+    /// assert!(matches!(refused, Err(Error::BulkheadFull { attempts: 0, .. })));
+    /// # }
+    /// ```
+    pub fn bulkhead(
+        self,
+        bulkhead: &'a crate::Bulkhead,
+    ) -> Call<'a, E, Op, Fut, C, B, &'a crate::Bulkhead> {
+        remake!(self, |classify_ok, breaker, _old| (
+            classify_ok,
+            breaker,
+            BulkheadSlot::new(bulkhead)
         ))
     }
 }
@@ -390,7 +514,8 @@ enum Failure<T, E> {
     TimedOut,
 }
 
-impl<E: 'static, Op, Fut, T, C, B: BreakerHold> Future for Call<'_, E, Op, Fut, C, B>
+impl<E: 'static, Op, Fut, T, C, B: BreakerHold, H: BulkheadHold> Future
+    for Call<'_, E, Op, Fut, C, B, H>
 where
     Op: sealed::MakeAttempt<Fut>,
     Fut: Future<Output = Result<T, E>>,
@@ -398,32 +523,32 @@ where
 {
     type Output = Result<T, Error<E>>;
 
-    #[cfg(not(feature = "metrics"))]
     #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.drive(cx)
-    }
-
-    /// With the `metrics` feature: the call's outcome, attempts and duration
-    /// are recorded once, when it resolves.
-    #[cfg(feature = "metrics")]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let result = ready!(self.as_mut().drive(cx));
-        let this = self.project();
-        this.measure
-            .finish(&this.inner.get().settings, &result, *this.attempts);
-        Poll::Ready(result)
+        let out = self.as_mut().drive(cx);
+        if let Poll::Ready(_result) = &out {
+            let this = self.project();
+            // The call has ended: its bulkhead permit goes back now, not when
+            // the future is dropped.
+            this.bulkhead.release();
+            // With the `metrics` feature: the call's outcome, attempts and
+            // duration, recorded once.
+            #[cfg(feature = "metrics")]
+            this.measure
+                .finish(&this.inner.get().settings, _result, *this.attempts);
+        }
+        out
     }
 }
 
-impl<E: 'static, Op, Fut, T, C, B: BreakerHold> Call<'_, E, Op, Fut, C, B>
+impl<E: 'static, Op, Fut, T, C, B: BreakerHold, H: BulkheadHold> Call<'_, E, Op, Fut, C, B, H>
 where
     Op: sealed::MakeAttempt<Fut>,
     Fut: Future<Output = Result<T, E>>,
     C: sealed::ClassifyOk<T>,
 {
-    /// The call's life: attempts, waits, and the end. `Pending` again once
-    /// it has resolved.
+    /// Drives the call: attempts, waits, the retry decisions. `Pending`
+    /// again once it has resolved.
     #[inline(always)]
     fn drive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
         let mut this = self.project();
@@ -467,6 +592,37 @@ where
                             reason: None,
                             last_error: this.last_error.take(),
                         }));
+                    }
+                    if this.bulkhead.pending() {
+                        // The call's permit, before its first attempt.
+                        match this.bulkhead.acquire(cx.waker()) {
+                            Acquired::Held => {}
+                            Acquired::Refused => {
+                                tracing::debug!("bulkhead full");
+                                measure::event(s, CallEvent::BulkheadRejected);
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(Error::BulkheadFull {
+                                    waited: Duration::ZERO,
+                                    attempts: *this.attempts,
+                                }));
+                            }
+                            Acquired::Queued { max_wait } => {
+                                let since = now.unwrap_or_else(Instant::now);
+                                let own = since.checked_add(max_wait);
+                                let (end, at_deadline) = match (own, *this.deadline) {
+                                    (Some(own), Some(d)) if d <= own => (d, true),
+                                    (Some(own), _) => (own, false),
+                                    (None, Some(d)) => (d, true),
+                                    (None, None) => (since + FAR, false),
+                                };
+                                this.state.set(State::Queued {
+                                    sleep: tokio::time::sleep_until(end),
+                                    since,
+                                    at_deadline,
+                                });
+                                continue;
+                            }
+                        }
                     }
                     let admission = this
                         .breaker
@@ -543,6 +699,38 @@ where
                     ready!(sleep.poll(cx));
                     this.state.set(State::Start);
                     continue;
+                }
+                StateProj::Queued {
+                    sleep,
+                    since,
+                    at_deadline,
+                } => {
+                    let (since, at_deadline) = (*since, *at_deadline);
+                    if this.bulkhead.poll_queued(cx.waker()) {
+                        this.state.set(State::Start);
+                        continue;
+                    }
+                    ready!(sleep.poll(cx));
+                    if this.bulkhead.leave_queue() {
+                        // Handed a permit at the last moment: take it.
+                        this.state.set(State::Start);
+                        continue;
+                    }
+                    this.state.set(State::Done);
+                    let attempts = *this.attempts;
+                    if at_deadline {
+                        tracing::debug!("deadline passed while queued for the bulkhead");
+                        return Poll::Ready(Err(Error::Timeout {
+                            attempts,
+                            kind: TimeoutKind::Deadline,
+                            reason: None,
+                            last_error: this.last_error.take(),
+                        }));
+                    }
+                    let waited = Instant::now().saturating_duration_since(since);
+                    tracing::debug!(?waited, "bulkhead full");
+                    measure::event(s, CallEvent::BulkheadRejected);
+                    return Poll::Ready(Err(Error::BulkheadFull { waited, attempts }));
                 }
                 StateProj::Done => return Poll::Pending,
             };

@@ -1,0 +1,328 @@
+//! `Call::bulkhead`: one permit per call, taken before the first attempt, held
+//! across retries and waits, released when the call ends or is dropped; a full
+//! bulkhead refuses (or queues first in, first out for `max_wait`) with
+//! `Error::BulkheadFull`, a limit of this client's own.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use safecall::testing::Script;
+use safecall::{
+    Backoff, Breaker, BreakerConfig, BreakerState, Bulkhead, BulkheadConfig, Error, Jitter,
+    RetryBudget, SafeCall, TimeoutKind,
+};
+use support::{TestError, ms, secs, status};
+use tokio::time::Instant;
+
+fn policy() -> SafeCall<TestError> {
+    SafeCall::builder()
+        .max_retries(2)
+        .backoff(Backoff::constant(secs(1)).jitter(Jitter::None))
+        .retry_budget(RetryBudget::disabled())
+        .build()
+        .unwrap()
+}
+
+fn bulkhead(n: u32, max_wait: Duration) -> Bulkhead {
+    Bulkhead::new(BulkheadConfig::max_concurrent(n).max_wait(max_wait))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_bulkhead_refuses_at_once_without_invoking_the_operation() {
+    let b = bulkhead(1, Duration::ZERO);
+    let _held = b.try_acquire().unwrap();
+    let script = Script::<u32, TestError>::new().then_ok(1);
+    let err = policy()
+        .call(|| script.attempt())
+        .bulkhead(&b)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::BulkheadFull {
+                waited: Duration::ZERO,
+                attempts: 0
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(script.calls(), 0);
+    assert!(
+        err.to_string().contains("a limit of this client's own"),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_permit_is_held_across_retries_and_waits_and_released_at_the_end() {
+    let b = bulkhead(1, Duration::ZERO);
+    let script = Script::<u32, TestError>::new()
+        .then_err(status(503))
+        .then_ok(7);
+    let p = policy();
+    let call = p.call(|| script.attempt()).bulkhead(&b);
+    let mut call = std::pin::pin!(call);
+    assert!(futures::poll!(call.as_mut()).is_pending()); // waiting 1 s to retry
+    assert_eq!(b.in_use(), 1, "held during the wait");
+    let other = p
+        .call(|| async { Ok::<_, TestError>(0) })
+        .bulkhead(&b)
+        .await;
+    assert!(matches!(other, Err(Error::BulkheadFull { .. })));
+    assert_eq!(call.as_mut().await.unwrap(), 7);
+    assert_eq!(
+        b.in_use(),
+        0,
+        "released when the call ended, before the drop"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_call_releases_its_permit() {
+    let b = bulkhead(1, Duration::ZERO);
+    let script = Script::<u32, TestError>::new().then_hang();
+    let p = policy();
+    {
+        let call = p.call(|| script.attempt()).bulkhead(&b);
+        let mut call = Box::pin(call);
+        assert!(futures::poll!(call.as_mut()).is_pending());
+        assert_eq!(b.in_use(), 1);
+    }
+    assert_eq!(b.in_use(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_calls_are_served_first_in_first_out() {
+    let b = bulkhead(1, secs(10));
+    let p = policy();
+    let held = b.try_acquire().unwrap();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let (b, p, order) = (b.clone(), p.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            p.call(|| {
+                let order = order.clone();
+                async move {
+                    order.lock().unwrap().push(i);
+                    tokio::time::sleep(ms(10)).await;
+                    Ok::<_, TestError>(i)
+                }
+            })
+            .bulkhead(&b)
+            .await
+        }));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(b.queued(), 4);
+    tokio::time::advance(secs(1)).await;
+    drop(held);
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().unwrap(), i as u32);
+    }
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3]);
+    assert_eq!((b.in_use(), b.queued()), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_expires_exactly_with_bulkhead_full() {
+    let b = bulkhead(1, ms(250));
+    let _held = b.try_acquire().unwrap();
+    let t0 = Instant::now();
+    let err = policy()
+        .call(|| async { Ok::<_, TestError>(1) })
+        .bulkhead(&b)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::BulkheadFull { waited, attempts: 0 } if waited == ms(250)),
+        "{err:?}"
+    );
+    assert_eq!(t0.elapsed(), ms(250));
+    assert_eq!(b.queued(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_that_passes_while_queued_is_a_timeout() {
+    let b = bulkhead(1, secs(10));
+    let _held = b.try_acquire().unwrap();
+    let p = SafeCall::<TestError>::builder()
+        .deadline(secs(2))
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let err = p
+        .call(|| async { Ok::<_, TestError>(1) })
+        .bulkhead(&b)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                attempts: 0,
+                kind: TimeoutKind::Deadline,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(t0.elapsed(), secs(2));
+    assert_eq!(b.queued(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_queued_call_passes_its_turn_on() {
+    let b = bulkhead(1, secs(10));
+    let p = policy();
+    let held = b.try_acquire().unwrap();
+    let mut first = Box::pin(p.call(|| async { Ok::<_, TestError>(1) }).bulkhead(&b));
+    assert!(futures::poll!(first.as_mut()).is_pending());
+    let second = tokio::spawn({
+        let (b, p) = (b.clone(), p.clone());
+        async move {
+            p.call(|| async { Ok::<_, TestError>(2) })
+                .bulkhead(&b)
+                .await
+        }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(b.queued(), 2);
+    drop(held); // handed to `first`, which is dropped before it polls again
+    drop(first);
+    assert_eq!(second.await.unwrap().unwrap(), 2);
+    assert_eq!((b.in_use(), b.queued()), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_bulkhead_is_never_held_against_the_breaker_nor_retried() {
+    let b = bulkhead(1, Duration::ZERO);
+    let _held = b.try_acquire().unwrap();
+    let breaker = Breaker::new(BreakerConfig::default().consecutive_failures(1));
+    for _ in 0..3 {
+        let err = policy()
+            .call(|| async { Ok::<_, TestError>(1) })
+            .breaker(&breaker)
+            .bulkhead(&b)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BulkheadFull { attempts: 0, .. }));
+    }
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    assert_eq!(breaker.snapshot().consecutive_failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_serves_a_full_bulkhead() {
+    let b = bulkhead(1, Duration::ZERO);
+    let _held = b.try_acquire().unwrap();
+    let v = policy()
+        .call(|| async { Ok::<_, TestError>(1) })
+        .bulkhead(&b)
+        .fallback(|e| e.is_bulkhead_full().then_some(0))
+        .await
+        .unwrap();
+    assert_eq!(v, 0);
+}
+
+/// A small seeded generator (splitmix64): the test needs no other crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// Counts an attempt out of the operation when it ends or is dropped.
+struct Out(Arc<AtomicU32>);
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Permits in use never exceed the limit, whatever the interleaving of calls
+/// that succeed, fail and retry, queue, time out and get cancelled; and once
+/// every call is over, none is left held or queued.
+#[test]
+fn the_limit_holds_under_any_interleaving() {
+    for seed in 0..40u64 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut rng = Rng(seed);
+            let limit = rng.below(1, 4) as u32;
+            let wait = ms(rng.below(0, 30));
+            let b = bulkhead(limit, wait);
+            let p = SafeCall::<TestError>::builder()
+                .max_retries(2)
+                .backoff(Backoff::constant(ms(3)).jitter(Jitter::None))
+                .retry_budget(RetryBudget::disabled())
+                .build()
+                .unwrap();
+            let inside = Arc::new(AtomicU32::new(0));
+            let peak = Arc::new(AtomicU32::new(0));
+            let mut tasks = Vec::new();
+            for _ in 0..30 {
+                let latency = ms(rng.below(1, 20));
+                let fails = rng.chance(0.3);
+                let cancel_after = rng.chance(0.2).then(|| ms(rng.below(1, 25)));
+                let (b, p, inside, peak) = (b.clone(), p.clone(), inside.clone(), peak.clone());
+                let call = async move {
+                    let r = p
+                        .call(|| {
+                            let (inside, peak) = (inside.clone(), peak.clone());
+                            async move {
+                                let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                                peak.fetch_max(n, Ordering::SeqCst);
+                                // Out again when the attempt ends or is dropped.
+                                let _out = Out(inside);
+                                tokio::time::sleep(latency).await;
+                                if fails { Err(status(503)) } else { Ok(()) }
+                            }
+                        })
+                        .bulkhead(&b)
+                        .await;
+                    let _ = r;
+                };
+                tasks.push(tokio::spawn(async move {
+                    match cancel_after {
+                        Some(d) => {
+                            let _ = tokio::time::timeout(d, call).await;
+                        }
+                        None => call.await,
+                    }
+                }));
+                tokio::time::advance(ms(rng.below(0, 3))).await;
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            assert!(
+                peak.load(Ordering::SeqCst) <= limit,
+                "seed {seed}: {} in flight with a limit of {limit}",
+                peak.load(Ordering::SeqCst)
+            );
+            assert_eq!((b.in_use(), b.queued()), (0, 0), "seed {seed}: leaked");
+        });
+    }
+}
