@@ -26,12 +26,14 @@ mod on {
 
     impl Measure {
         /// The call starts: one clock read, unless the deadline's read is
-        /// at hand; none for a policy that records no metrics.
+        /// at hand; none for a policy that records no metrics. Returns the
+        /// instant read, for the first attempt's time limit to share.
         #[inline]
-        pub(crate) fn start(&mut self, s: &Settings, now: Option<Instant>) {
+        pub(crate) fn start(&mut self, s: &Settings, now: Option<Instant>) -> Option<Instant> {
             if s.metrics.is_some() {
                 self.started = Some(now.unwrap_or_else(Instant::now));
             }
+            self.started
         }
 
         /// The call is about to return a value classified as a failure,
@@ -115,7 +117,9 @@ mod off {
 
     impl Measure {
         #[inline(always)]
-        pub(crate) fn start(&mut self, _s: &Settings, _now: Option<Instant>) {}
+        pub(crate) fn start(&mut self, _s: &Settings, _now: Option<Instant>) -> Option<Instant> {
+            None
+        }
 
         #[inline(always)]
         pub(crate) fn value_failed(&mut self, _give_up: Option<ExhaustedReason>) {}

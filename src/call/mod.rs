@@ -565,7 +565,11 @@ where
                 *this.deadline = now.checked_add(d);
                 first_now = Some(now);
             }
-            this.measure.start(s, first_now);
+            let started = this.measure.start(s, first_now);
+            if s.attempt_timeout.is_some() {
+                // The first attempt's time limit shares the metrics' reading.
+                first_now = first_now.or(started);
+            }
             if tracing::level_enabled!(tracing::Level::DEBUG) {
                 *this.span = Some(tracing::debug_span!(
                     "safecall",
