@@ -2,14 +2,23 @@
 //! answers with a JSON report of each integration (database, Google Calendar,
 //! Twilio, the per-tenant circuit breakers), HTTP 200 when healthy or degraded and
 //! 503 when critical, with a plain-words recommendation for anything wrong.
+//! Beside it, `GET /metrics` serves safecall's metrics in Prometheus' text format
+//! (feature `metrics`, through `metrics-exporter-prometheus`): call outcomes,
+//! retries and the breakers by state, with no tenant label.
 //!
 //! Run it:
 //!
 //! ```text
-//! cargo run --example health_endpoint --features serde -- --once   # print one report, exit
-//! PORT=8080 cargo run --example health_endpoint --features serde   # serve until Ctrl-C
+//! cargo run --example health_endpoint --features serde,metrics -- --once   # print both, exit
+//! PORT=8080 cargo run --example health_endpoint --features serde,metrics   # serve until Ctrl-C
 //! curl -i http://127.0.0.1:8080/api/health/integrations
+//! curl http://127.0.0.1:8080/metrics
 //! ```
+//!
+//! At start it sends a few SMS through the Twilio client's policy to a
+//! stand-in with faults (one organisation down, one rate-limited, one with
+//! revoked credentials), so both pages have something to show. A Grafana
+//! dashboard for these metrics is in `examples/health_endpoint/grafana-dashboard.json`.
 //!
 //! It reads `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN` and `GOOGLE_CALENDAR_TOKEN`
 //! from the environment (and never prints them); unset, those integrations show
@@ -22,7 +31,10 @@
 //! - `TwilioConfig`: load credentials from your secret store, kept in
 //!   `secrecy::SecretString` as here;
 //! - the breaker source: `move || registry.snapshot()` on the registry your
-//!   Twilio client calls through;
+//!   Twilio client calls through (the snapshot also brings the breakers'
+//!   gauge up to date with the clock);
+//! - the demo traffic: your clients' calls record the metrics; install the
+//!   recorder before building their policies;
 //! - which checks are critical: only what this instance cannot serve without.
 
 #[path = "health_endpoint/app.rs"]
@@ -31,7 +43,6 @@ mod app;
 use std::sync::Arc;
 use std::time::Duration;
 
-use safecall::BreakerRegistry;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -46,9 +57,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let once = std::env::args().skip(1).any(|arg| arg == "--once");
 
-    // In a service this registry is the one the Twilio and Calendar clients call
-    // through, so the endpoint shows the breakers that guard real traffic.
-    let registry: Arc<BreakerRegistry<String>> = Arc::new(BreakerRegistry::default());
+    // The recorder first: policies register their series when they are built.
+    let prometheus = app::install_prometheus()?;
+
+    // In a service this registry is the one the Twilio client calls through,
+    // so the endpoint shows the breakers that guard real traffic.
+    let policy = app::sms_policy()?;
+    let registry = app::sms_breakers();
+    let sent = app::send_demo_traffic(&policy, &registry).await;
+    eprintln!(
+        "demo traffic: {sent} of {} SMS sent",
+        2 * app::DEMO_ORGS.len()
+    );
 
     let calendar = CalendarTokens::default();
     if let Some(token) = std::env::var("GOOGLE_CALENDAR_TOKEN")
@@ -75,8 +95,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let report = checks.run().await;
         println!("{}", serde_json::to_string_pretty(&report)?);
         eprintln!("status {} (HTTP {})", report.status, report.http_status());
+        println!("\n# GET {}\n{}", app::METRICS_PATH, prometheus.render());
         return Ok(());
     }
+
+    // The exporter drains its histograms when it renders; between scrapes,
+    // upkeep keeps them from growing.
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
 
     let port: u16 = match std::env::var("PORT") {
         Ok(port) => port.parse()?,
@@ -84,11 +115,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     println!(
-        "serving http://{}{} (Ctrl-C to stop)",
-        listener.local_addr()?,
-        app::HEALTH_PATH
+        "serving http://{addr}{} and http://{addr}{} (Ctrl-C to stop)",
+        app::HEALTH_PATH,
+        app::METRICS_PATH,
+        addr = listener.local_addr()?,
     );
-    axum::serve(listener, app::router(checks))
+    axum::serve(listener, app::router_with_metrics(checks, prometheus))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

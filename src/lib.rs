@@ -101,6 +101,8 @@
 //!   test your own policies on a paused clock.
 //! - `tower` (feature `tower`): `SafeCallLayer`, the policy and per-tenant
 //!   breakers as a tower layer, with response classifiers for HTTP and gRPC.
+//! - `metrics` (feature `metrics`): call outcomes, retries and breakers by
+//!   state through the `metrics` crate's facade, with no tenant label.
 //!
 //! # Layering
 //!
@@ -127,6 +129,9 @@ pub mod classify;
 mod error;
 pub mod fleet;
 pub mod health;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod policy;
 pub mod registry;
 mod sync;

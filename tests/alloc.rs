@@ -258,3 +258,133 @@ fn calls_through_the_tower_layer_allocate_nothing_beyond_the_inner_service() {
         assert_eq!(allocations() - before, 0, "zero-delay retries");
     });
 }
+
+/// A recorder whose storage allocates nothing per value (atomics registered
+/// once), so every allocation counted under it is safecall's.
+#[cfg(feature = "metrics")]
+mod atomic_recorder {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString,
+        Unit,
+    };
+
+    /// A histogram's count and sum.
+    #[derive(Default)]
+    pub struct Sum {
+        pub count: AtomicU64,
+        pub sum_micros: AtomicU64,
+    }
+
+    impl HistogramFn for Sum {
+        fn record(&self, value: f64) {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            self.sum_micros
+                .fetch_add((value * 1e6) as u64, Ordering::Relaxed);
+        }
+    }
+
+    #[derive(Default)]
+    pub struct Atomics {
+        counters: Mutex<HashMap<Key, Arc<AtomicU64>>>,
+        gauges: Mutex<HashMap<Key, Arc<AtomicU64>>>,
+        pub histograms: Mutex<HashMap<Key, Arc<Sum>>>,
+    }
+
+    impl Atomics {
+        /// Values recorded into every histogram, all told.
+        pub fn histogram_values(&self) -> u64 {
+            let h = self.histograms.lock().unwrap();
+            h.values().map(|s| s.count.load(Ordering::Relaxed)).sum()
+        }
+    }
+
+    impl Recorder for Atomics {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let mut m = self.counters.lock().unwrap();
+            Counter::from_arc(Arc::clone(m.entry(key.clone()).or_default()))
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            let mut m = self.gauges.lock().unwrap();
+            Gauge::from_arc(Arc::clone(m.entry(key.clone()).or_default()))
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            let mut m = self.histograms.lock().unwrap();
+            Histogram::from_arc(Arc::clone(m.entry(key.clone()).or_default()))
+        }
+    }
+}
+
+/// With the `metrics` feature and a recorder installed, a call records its
+/// outcome, attempts, duration and events without allocating: the handles
+/// were registered when the policy was built or first met the recorder.
+#[cfg(feature = "metrics")]
+#[test]
+fn calls_recorded_by_a_recorder_allocate_nothing() {
+    let recorder = atomic_recorder::Atomics::default();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let policy: SafeCall<std::io::Error> = SafeCall::builder().name("p").build().unwrap();
+            let zero: SafeCall<std::io::Error> = SafeCall::builder()
+                .name("zero")
+                .backoff(Backoff::constant(Duration::ZERO))
+                .retry_budget(safecall::RetryBudget::disabled())
+                .build()
+                .unwrap();
+            let breakers: BreakerRegistry<String> =
+                BreakerRegistry::new(BreakerConfig::default()).name("orgs");
+            let breaker = breakers.get("org-46cf");
+            // Warm up: the budget's first clock reading, the breaker's window.
+            for _ in 0..200 {
+                policy.call(ready_ok).breaker(&breaker).await.unwrap();
+            }
+            let before = allocations();
+            for _ in 0..1_000 {
+                policy.call(ready_ok).await.unwrap();
+                policy.call(ready_ok).breaker(&breaker).await.unwrap();
+            }
+            assert_eq!(allocations() - before, 0, "successful calls");
+
+            let before = allocations();
+            for _ in 0..1_000 {
+                let mut n = 0;
+                let result = zero
+                    .call(|| {
+                        n += 1;
+                        let fail = n < 3;
+                        async move {
+                            if fail {
+                                Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+                            } else {
+                                Ok(n)
+                            }
+                        }
+                    })
+                    .await;
+                assert_eq!(result.unwrap(), 3);
+            }
+            assert_eq!(allocations() - before, 0, "zero-delay retries");
+
+            breaker.force_open();
+            let _ = policy.call(ready_ok).breaker(&breaker).await;
+            let before = allocations();
+            for _ in 0..1_000 {
+                let err = policy.call(ready_ok).breaker(&breaker).await.unwrap_err();
+                assert!(err.is_circuit_open());
+            }
+            assert_eq!(allocations() - before, 0, "open rejection");
+        });
+    });
+    // 200 + 2,000 + 1,000 + 1 + 1,000 calls, each a duration and an attempts value.
+    assert_eq!(recorder.histogram_values(), 2 * 4_201);
+}

@@ -7,6 +7,10 @@
 //! ```
 //! Instructions per call = (Ir at 2N - Ir at N) / N.
 //!
+//! With safecall's metrics (`--features metrics`), every policy records its
+//! calls; `SAFECALL_RECORDER=prometheus` installs the Prometheus recorder
+//! first (without it, the no-op recorder takes the values).
+//!
 //! The tower cases (`bare_service`, `tower_retry`, `tower_layer`,
 //! `tower_layer_no_budget`, `tower_layer_breaker`, and `registry_breaker_default`
 //! for the breaker alone with its registry lookup) call a stack the way a user
@@ -40,6 +44,12 @@ fn main() {
         .get(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
+    #[cfg(feature = "metrics")]
+    if std::env::var("SAFECALL_RECORDER").as_deref() == Ok("prometheus") {
+        let _handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("recorder");
+    }
     let rt = runtime();
     let policy: SafeCall<Failure> = SafeCall::default();
     let no_budget = safecall_bench::no_budget_policy();

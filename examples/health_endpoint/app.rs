@@ -13,14 +13,21 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use rusqlite::{Connection, OpenFlags};
 use safecall::health::{BreakerCheck, Check, CheckError, CheckOutcome, HealthChecks};
-use safecall::{BreakerSnapshot, ConfigError};
+use safecall::{
+    Backoff, BreakerConfig, BreakerRegistry, BreakerSnapshot, ConfigError, ErrorClass, Jitter,
+    SafeCall,
+};
 use secrecy::SecretString;
 use tokio::time::Instant;
 
 /// The path the seed service serves its report on.
 pub const HEALTH_PATH: &str = "/api/health/integrations";
+
+/// Where Prometheus scrapes safecall's metrics (feature `metrics`).
+pub const METRICS_PATH: &str = "/metrics";
 
 /// The service's SQLite database, reached by URI. Each check opens a fresh
 /// connection and runs `SELECT 1`, so it sees what a new request would.
@@ -269,4 +276,125 @@ async fn health(State(checks): State<HealthChecks>) -> impl IntoResponse {
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(report),
     )
+}
+
+/// Installs the Prometheus recorder for the whole process, before any policy
+/// is built (a policy registers its series when it is built). Durations get
+/// buckets from 5 ms to 60 s, attempts one bucket per count, so Grafana's
+/// `histogram_quantile` works (`examples/health_endpoint/grafana-dashboard.json`).
+pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("safecall.call.duration".to_owned()),
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("safecall.call.attempts".to_owned()),
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 8.0],
+        )?
+        .install_recorder()
+}
+
+/// The health endpoint and, beside it, `GET /metrics` in Prometheus' text
+/// format.
+pub fn router_with_metrics(checks: HealthChecks, prometheus: PrometheusHandle) -> Router {
+    router(checks).route(
+        METRICS_PATH,
+        get(move || {
+            let text = prometheus.render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+        }),
+    )
+}
+
+/// A Twilio error, as the SMS client sees it.
+#[derive(Debug, Clone)]
+pub struct SmsError {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+}
+
+/// The SMS client's policy: named `twilio` in the metrics. Short waits, so
+/// the demo traffic is over in a moment.
+pub fn sms_policy() -> Result<SafeCall<SmsError>, ConfigError> {
+    SafeCall::builder()
+        .name("twilio")
+        .max_retries(2)
+        .backoff(Backoff::constant(Duration::from_millis(10)).jitter(Jitter::None))
+        .max_retry_after(Duration::from_secs(1))
+        .classify(|e: &SmsError| match e.status {
+            429 => ErrorClass::RetryAfter(e.retry_after.unwrap_or(Duration::from_secs(1))),
+            500..=599 => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        })
+        .build()
+}
+
+/// The per-organisation breakers of the SMS client: `twilio-orgs` in the
+/// metrics, where no organisation is a label.
+pub fn sms_breakers() -> BreakerRegistry<String> {
+    BreakerRegistry::new(
+        BreakerConfig::default()
+            .consecutive_failures(3)
+            .open_duration(Duration::from_secs(30)),
+    )
+    .name("twilio-orgs")
+}
+
+/// A stand-in for Twilio with faults per organisation: `org-broken` is down
+/// (503), `org-busy` is rate-limited for two minutes (429), `org-revoked`'s
+/// credentials were revoked (401); the others work.
+pub async fn stand_in_twilio(org: &str) -> Result<(), SmsError> {
+    tokio::task::yield_now().await;
+    match org {
+        "org-broken" => Err(SmsError {
+            status: 503,
+            retry_after: None,
+        }),
+        "org-busy" => Err(SmsError {
+            status: 429,
+            retry_after: Some(Duration::from_secs(120)),
+        }),
+        "org-revoked" => Err(SmsError {
+            status: 401,
+            retry_after: None,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The organisations of the demo traffic.
+pub const DEMO_ORGS: [&str; 6] = [
+    "org-a",
+    "org-b",
+    "org-c",
+    "org-broken",
+    "org-busy",
+    "org-revoked",
+];
+
+/// Sends two SMS per demo organisation through the policy and its breaker,
+/// against the stand-in: what a service's own traffic would record. Returns
+/// how many sends went through.
+pub async fn send_demo_traffic(
+    policy: &SafeCall<SmsError>,
+    breakers: &BreakerRegistry<String>,
+) -> usize {
+    let mut sent = 0;
+    for _ in 0..2 {
+        for org in DEMO_ORGS {
+            let breaker = breakers.get(org);
+            if policy
+                .call(|| stand_in_twilio(org))
+                .breaker(&breaker)
+                .await
+                .is_ok()
+            {
+                sent += 1;
+            }
+        }
+    }
+    sent
 }

@@ -496,6 +496,8 @@ impl BreakerConfig {
             listener: self.listener.clone(),
             retry_budget: self.retry_budget.filter(RetryBudget::is_enabled),
             feed: std::sync::OnceLock::new(),
+            #[cfg(feature = "metrics")]
+            metrics: Arc::new(crate::metrics::BreakerMetrics::standalone()),
         })
     }
 }
@@ -541,6 +543,10 @@ pub(crate) struct Settings {
     /// The registry's feed to a fleet's state sync, set once by
     /// `BreakerRegistry::sync`.
     pub(crate) feed: std::sync::OnceLock<crate::fleet::Feed>,
+    /// Where the breaker's events and gauge are counted: its registry's (set
+    /// by the registry), else a standalone breaker's own.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Arc<crate::metrics::BreakerMetrics>,
 }
 
 impl fmt::Debug for Settings {

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::ConfigError;
 use crate::breaker::config::RateRule;
 use crate::breaker::permit::{Kind, Outcome, Permit};
-use crate::breaker::shared::{Core, Inner, KeyLabel, Unkeyed, generation_of};
+use crate::breaker::shared::{Core, Inner, KeyLabel, Moved, Unkeyed, generation_of};
 use crate::breaker::state::{
     Admission, COOLING, Change, FLAGS_MASK, FORCED, OPEN_BITS, PHASE_MASK, Phase, ProbeResult,
     REMOTE,
@@ -203,12 +203,13 @@ impl Breaker {
                 return refuse(Duration::from_nanos(until - t), cause);
             }
         }
-        let (admission, change) = {
+        let ((admission, change), moved) = {
             let mut m = lock(&ext.machine);
             let r = m.acquire(s, now);
-            core.publish(ext, &m, now);
-            r
+            let moved = core.publish(ext, &m, now);
+            (r, moved)
         };
+        self.count(moved);
         if let Some(c) = change {
             self.emit(c);
         }
@@ -349,12 +350,13 @@ impl Breaker {
         }
         let now = now.unwrap_or_else(Instant::now);
         let ext = core.ext(now);
-        let change = {
+        let (change, moved) = {
             let mut m = lock(&ext.machine);
             let c = m.trip(s, generation, cause, now, s.next_unit());
-            core.publish(ext, &m, now);
-            c
+            let moved = core.publish(ext, &m, now);
+            (c, moved)
         };
+        self.count(moved);
         if let Some(c) = change {
             self.emit(c);
         }
@@ -379,7 +381,7 @@ impl Breaker {
             ext.window.record(t, true, None);
             return;
         };
-        let change = {
+        let (change, moved) = {
             let mut m = lock(&ext.machine);
             if !m.is_closed_in(generation) {
                 return; // stale: it adds nothing to the current generation
@@ -402,9 +404,10 @@ impl Breaker {
                 return;
             };
             let c = m.trip(s, generation, cause, now, s.next_unit());
-            core.publish(ext, &m, now);
-            c
+            let moved = core.publish(ext, &m, now);
+            (c, moved)
         };
+        self.count(moved);
         if let Some(c) = change {
             self.emit(c);
         }
@@ -415,15 +418,16 @@ impl Breaker {
         let s = &*core.settings;
         let now = Instant::now();
         let ext = core.ext(now);
-        let change = {
+        let (change, moved) = {
             let mut m = lock(&ext.machine);
             let c = m.probe_done(s, generation, ticket, result, now, s.next_unit());
             if c.is_some_and(|c| c.to == BreakerState::Closed) {
                 ext.window.clear(m.generation());
             }
-            core.publish(ext, &m, now);
-            c
+            let moved = core.publish(ext, &m, now);
+            (c, moved)
         };
+        self.count(moved);
         if let Some(c) = change {
             self.emit(c);
         }
@@ -450,11 +454,16 @@ impl Breaker {
             return;
         };
         let ext = core.ext(now);
-        {
+        let moved = {
             let mut m = lock(&ext.machine);
             m.cool_down(until, hint > d);
-            core.publish(ext, &m, now);
-        }
+            core.publish(ext, &m, now)
+        };
+        self.count(moved);
+        #[cfg(feature = "metrics")]
+        core.settings
+            .metrics
+            .event(self.0.key.as_any(), crate::metrics::Event::CooledDown);
         self.feed_cool_down(d, hint > d);
         tracing::debug!(
             target: "safecall::breaker",
@@ -465,11 +474,36 @@ impl Breaker {
         );
     }
 
-    /// Publish a transition: a `tracing` event naming the key, then the
-    /// listener. Never called with the lock held.
+    /// Count a move between the gauge's states in the registry's metrics
+    /// (nothing without the `metrics` feature). Never called with the lock
+    /// held.
+    #[inline(always)]
+    pub(super) fn count(&self, _moved: Moved) {
+        #[cfg(feature = "metrics")]
+        if let Some((from, to)) = _moved {
+            self.core()
+                .settings
+                .metrics
+                .moved(self.0.key.as_any(), from, to);
+        }
+    }
+
+    /// Publish a transition: a `tracing` event naming the key, the
+    /// `safecall.events` counter (feature `metrics`), then the listener.
+    /// Never called with the lock held.
     fn emit(&self, c: Change) {
         let s = &*self.core().settings;
         let key = self.0.key.label();
+        #[cfg(feature = "metrics")]
+        {
+            use crate::metrics::Event;
+            let event = match c.to {
+                BreakerState::Open => Event::CircuitOpened,
+                BreakerState::HalfOpen => Event::CircuitHalfOpened,
+                BreakerState::Closed => Event::CircuitClosed,
+            };
+            s.metrics.event(self.0.key.as_any(), event);
+        }
         let metrics_only = s.mode == BreakerMode::MetricsOnly;
         if c.to == BreakerState::Open {
             if metrics_only {
@@ -522,7 +556,9 @@ impl Breaker {
     /// The state and statistics now, for a health report.
     #[must_use]
     pub fn snapshot(&self) -> BreakerSnapshot<()> {
-        self.core().snapshot(())
+        let (snapshot, moved) = self.core().snapshot(());
+        self.count(moved);
+        snapshot
     }
 
     /// Open the breaker by hand (isolate a tenant). It stays open, refusing
@@ -532,12 +568,13 @@ impl Breaker {
         let core = self.core();
         let now = Instant::now();
         let ext = core.ext(now);
-        let change = {
+        let (change, moved) = {
             let mut m = lock(&ext.machine);
             let c = m.force_open(now);
-            core.publish(ext, &m, now);
-            c
+            let moved = core.publish(ext, &m, now);
+            (c, moved)
         };
+        self.count(moved);
         if let Some(c) = change {
             self.emit(c);
         }
@@ -550,13 +587,14 @@ impl Breaker {
         let core = self.core();
         let now = Instant::now();
         let ext = core.ext(now);
-        let change = {
+        let (change, moved) = {
             let mut m = lock(&ext.machine);
             let c = m.reset();
             ext.window.clear(m.generation());
-            core.publish(ext, &m, now);
-            c
+            let moved = core.publish(ext, &m, now);
+            (c, moved)
         };
+        self.count(moved);
         if let Some(c) = change {
             self.emit(c);
         }

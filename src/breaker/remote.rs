@@ -68,12 +68,12 @@ impl Breaker {
             HoldKind::Forced | HoldKind::Opened => true,
         };
         let ext = core.ext(now);
-        let longer = {
+        let (longer, moved) = {
             let mut m = lock(&ext.machine);
             let longer = m.remote_hold(until, hold.origin, probe_after, now);
-            core.publish(ext, &m, now);
-            longer
+            (longer, core.publish(ext, &m, now))
         };
+        self.count(moved);
         if longer {
             tracing::debug!(
                 target: "safecall::fleet",

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use crate::breaker::config::Settings;
 use crate::breaker::state::{
-    COOLING, FLAGS_MASK, FORCED, GEN_MASK, GEN_SHIFT, MACHINE_BITS, Machine, OPEN_BITS, PHASE_MASK,
-    PROBE_NEXT, Phase, REMOTE,
+    COOLING, COUNTED_MASK, FLAGS_MASK, FORCED, GEN_MASK, GEN_SHIFT, MACHINE_BITS, Machine,
+    OPEN_BITS, PHASE_MASK, PROBE_NEXT, Phase, REMOTE,
 };
 use crate::breaker::window::Window;
 use crate::breaker::{BreakerMode, BreakerSnapshot, BreakerState, RefusalCause};
@@ -20,6 +20,31 @@ use crate::budget::BudgetState;
 use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 
 const SEEN_SHIFT: u32 = 32;
+
+/// How a write of the state word moved the breaker between the states the
+/// `safecall.breakers` gauge counts: `(from, to)` when they differ. Nothing
+/// without the `metrics` feature.
+#[cfg(feature = "metrics")]
+pub(crate) type Moved = Option<(crate::metrics::KeyState, crate::metrics::KeyState)>;
+/// How a write of the state word moved the breaker between the states the
+/// `safecall.breakers` gauge counts: nothing without the `metrics` feature.
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Moved(());
+
+/// The gauge's state kept in word `w`.
+#[cfg(feature = "metrics")]
+fn counted_of(w: u64) -> crate::metrics::KeyState {
+    use crate::breaker::state::COUNTED_SHIFT;
+    crate::metrics::KeyState::from_bits((w & COUNTED_MASK) >> COUNTED_SHIFT)
+}
+
+/// The move between the counted states of words `old` and `new`.
+#[cfg(feature = "metrics")]
+fn moved(old: u64, new: u64) -> Moved {
+    let (from, to) = (counted_of(old), counted_of(new));
+    (from != to).then_some((from, to))
+}
 
 /// A run of consecutive failures: `generation:32 | count:32`, the closed
 /// generation whose failures it counts. Outcomes of an earlier generation
@@ -86,7 +111,7 @@ pub(crate) struct Inner<K: ?Sized> {
 /// the window, the machine and its mutex live in [`Ext`], allocated on the
 /// first outcome that needs them.
 pub(crate) struct Core {
-    /// `seen:32 | generation:24 | flags:6 | phase:2` (see `state`): what
+    /// `seen:32 | generation:23 | counted:3 | flags:4 | phase:2` (see `state`): what
     /// the fast paths read. `seen` is the registry's coarse last-use stamp,
     /// kept here rather than in a field of its own to keep an idle breaker at
     /// 32 bytes.
@@ -203,9 +228,9 @@ impl Core {
     /// successes still pending (not yet dated, see the `window` module) came
     /// before that, so they are dated no later than `now - idle_for`.
     #[cfg(not(safecall_loom))]
-    pub(crate) fn compact(&mut self, now: Instant, idle_for: Duration) -> bool {
+    pub(crate) fn compact(&mut self, now: Instant, idle_for: Duration) -> (bool, Moved) {
         let Some(ext) = self.ext.get() else {
-            return false;
+            return (false, Moved::default());
         };
         let last_use = now.checked_sub(idle_for).unwrap_or(ext.base);
         ext.window.settle(ext.nanos(last_use));
@@ -215,15 +240,23 @@ impl Core {
             && ext.budget.as_deref().is_none_or(BudgetState::is_idle);
         if pristine {
             self.ext = OnceLock::new();
-            self.word.fetch_and(!FLAGS_MASK, Ordering::AcqRel);
+            let _old = self.word.fetch_and(!FLAGS_MASK, Ordering::AcqRel);
+            #[cfg(feature = "metrics")]
+            return (true, moved(_old, 0));
         }
-        pristine
+        (pristine, Moved::default())
     }
 
     /// loom cannot model the extension's `OnceLock`: never compact.
     #[cfg(safecall_loom)]
-    pub(crate) fn compact(&mut self, _now: Instant, _idle_for: Duration) -> bool {
-        false
+    pub(crate) fn compact(&mut self, _now: Instant, _idle_for: Duration) -> (bool, Moved) {
+        (false, Moved::default())
+    }
+
+    /// The state the `safecall.breakers` gauge counts this breaker in.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn counted(&self) -> crate::metrics::KeyState {
+        counted_of(self.word.load(Ordering::Acquire))
     }
 
     /// Whether a registry may drop this breaker: closed, not forced, not
@@ -233,7 +266,7 @@ impl Core {
         if self.settings.mode == BreakerMode::Disabled {
             return true;
         }
-        match self.word.load(Ordering::Acquire) & FLAGS_MASK {
+        match self.word.load(Ordering::Acquire) & FLAGS_MASK & !COUNTED_MASK {
             0 => true,
             // A cool-down that has run out keeps its flag until the next call
             // republishes the word: a key nobody calls again must not stay
@@ -246,16 +279,27 @@ impl Core {
     }
 
     /// Mirror the machine into the atomics. Called with the lock held.
-    pub(super) fn publish(&self, ext: &Ext, m: &Machine, now: Instant) {
+    /// Returns how the gauge's state of the breaker moved, for the caller to
+    /// count once the lock is released.
+    #[must_use]
+    pub(super) fn publish(&self, ext: &Ext, m: &Machine, now: Instant) -> Moved {
         ext.sync_streak(m);
         let until = m.refuse_until(now).map_or(0, |u| ext.nanos(u).max(1));
         ext.refuse_until.store(until, Ordering::Release);
         let low = m.word(now);
-        let _ = self
+        #[cfg(feature = "metrics")]
+        let low = low | (m.key_state(now).bits() << crate::breaker::state::COUNTED_SHIFT);
+        let _old = self
             .word
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
                 Some((w & !MACHINE_BITS) | low)
             });
+        #[cfg(feature = "metrics")]
+        return match _old {
+            Ok(old) | Err(old) => moved(old, low),
+        };
+        #[cfg(not(feature = "metrics"))]
+        Moved::default()
     }
 
     pub(super) fn state(&self) -> BreakerState {
@@ -357,8 +401,13 @@ impl Core {
             });
     }
 
-    /// The state and statistics, for a snapshot.
-    pub(crate) fn snapshot<K>(&self, key: K) -> BreakerSnapshot<K> {
+    /// The state and statistics, for a snapshot; and, with the `metrics`
+    /// feature, the gauge's state of the breaker set to what the snapshot
+    /// reports (an open period or a cool-down may have ended by the clock
+    /// since the last write), with how it moved.
+    pub(crate) fn snapshot<K>(&self, key: K) -> (BreakerSnapshot<K>, Moved) {
+        #[allow(unused_mut)]
+        let mut moved_by = Moved::default();
         let s = &*self.settings;
         let mut snap = BreakerSnapshot::new(key, self.state());
         snap.mode = s.mode;
@@ -383,8 +432,21 @@ impl Core {
             snap.cooling_down = m.word(now) & COOLING != 0;
             snap.remote_hold = m.remote_hold_at(now);
             snap.generation = m.generation();
+            #[cfg(feature = "metrics")]
+            {
+                use crate::breaker::state::COUNTED_SHIFT;
+                let counted = m.key_state(now).bits() << COUNTED_SHIFT;
+                if let Ok(old) = self
+                    .word
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                        (w & COUNTED_MASK != counted).then_some((w & !COUNTED_MASK) | counted)
+                    })
+                {
+                    moved_by = moved(old, counted);
+                }
+            }
         }
-        snap
+        (snap, moved_by)
     }
 
     /// If the breaker is open (tripped or cooling down, not half-open) and

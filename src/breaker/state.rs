@@ -55,13 +55,16 @@ impl Phase {
     }
 }
 
-/// The mirrored state word: `seen:32 | generation:24 | flags:6 | phase:2`.
-/// The machine owns the low 32 bits; `seen` belongs to the registry.
+/// The mirrored state word: `seen:32 | generation:23 | counted:3 | flags:4 |
+/// phase:2`. The machine owns the low 32 bits; `seen` belongs to the
+/// registry. `counted` is the state the `safecall.breakers` gauge counts the
+/// breaker in (feature `metrics`; 0, closed, otherwise), written with the
+/// rest of the machine's bits.
 pub(crate) const PHASE_MASK: u64 = 0b11;
-pub(crate) const GEN_SHIFT: u32 = 8;
-/// Generations wrap at 2^24 (a permit would have to outlive 16 million
+pub(crate) const GEN_SHIFT: u32 = 9;
+/// Generations wrap at 2^23 (a permit would have to outlive 8 million
 /// transitions to be mistaken for a current one).
-pub(crate) const GEN_MASK: u32 = (1 << 24) - 1;
+pub(crate) const GEN_MASK: u32 = (1 << 23) - 1;
 pub(crate) const MACHINE_BITS: u64 = 0xFFFF_FFFF;
 pub(crate) const OPEN_BITS: u64 = 1;
 pub(crate) const FORCED: u64 = 1 << 2;
@@ -70,8 +73,13 @@ pub(crate) const COOLING: u64 = 1 << 3;
 pub(crate) const PROBE_NEXT: u64 = 1 << 4;
 /// Another replica's hold (see [`crate::fleet`]) refuses calls.
 pub(crate) const REMOTE: u64 = 1 << 5;
-/// The word of a closed breaker with nothing pending, generation aside.
-pub(crate) const FLAGS_MASK: u64 = 0xFF;
+/// The word of a closed breaker with nothing pending, generation aside: every
+/// bit below the generation.
+pub(crate) const FLAGS_MASK: u64 = (1 << GEN_SHIFT) - 1;
+/// Where the gauge's state of the breaker is kept: a closed breaker is
+/// counted as 0, so a word with nothing pending stays 0 in `FLAGS_MASK`.
+pub(crate) const COUNTED_SHIFT: u32 = 6;
+pub(crate) const COUNTED_MASK: u64 = 0b111 << COUNTED_SHIFT;
 
 /// A probe in flight while half-open.
 #[derive(Debug, Clone, Copy)]
@@ -262,6 +270,25 @@ impl Machine {
             Phase::Closed if self.probe_next => BreakerState::HalfOpen,
             Phase::Closed => BreakerState::Closed,
             Phase::HalfOpen => BreakerState::HalfOpen,
+        }
+    }
+
+    /// The state the `safecall.breakers` gauge counts this breaker in at
+    /// `now`: forced open by hand, else cooling down on a hint, else the
+    /// state [`state_at`](Self::state_at) reports.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn key_state(&self, now: Instant) -> crate::metrics::KeyState {
+        use crate::metrics::KeyState;
+        if self.forced {
+            KeyState::ForcedOpen
+        } else if self.cooldown_until.is_some_and(|c| now < c) {
+            KeyState::CoolingDown
+        } else {
+            match self.state_at(now) {
+                BreakerState::Closed => KeyState::Closed,
+                BreakerState::Open => KeyState::Open,
+                BreakerState::HalfOpen => KeyState::HalfOpen,
+            }
         }
     }
 
@@ -767,6 +794,11 @@ mod tests {
         assert_eq!(COOLING & (FORCED | PHASE_MASK), 0);
         assert_eq!(FORCED & PHASE_MASK, 0);
         assert_eq!((COOLING | FORCED | PHASE_MASK) & !FLAGS_MASK, 0);
+        assert_eq!(COUNTED_MASK & !FLAGS_MASK, 0);
+        assert_eq!(
+            COUNTED_MASK & (COOLING | FORCED | PROBE_NEXT | PHASE_MASK),
+            0
+        );
     }
 
     #[test]

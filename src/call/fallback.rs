@@ -7,6 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
+use super::measure::FallbackCount;
 use crate::Error;
 
 pin_project! {
@@ -23,14 +24,17 @@ pin_project! {
         #[pin]
         call: Fut,
         fallback: Option<F>,
+        // Counts the fallbacks served (nothing without the `metrics` feature).
+        served: FallbackCount,
     }
 }
 
 impl<Fut, F> Fallback<Fut, F> {
-    pub(super) fn new(call: Fut, fallback: F) -> Self {
+    pub(super) fn new(call: Fut, fallback: F, served: FallbackCount) -> Self {
         Self {
             call,
             fallback: Some(fallback),
+            served,
         }
     }
 }
@@ -82,6 +86,7 @@ where
                     error = %error,
                     "a fallback served the call"
                 );
+                this.served.count();
                 Poll::Ready(Ok(value))
             }
             None => Poll::Ready(Err(error)),

@@ -17,11 +17,13 @@ use crate::{Error, ErrorClass, ExhaustedReason};
 mod decide;
 mod fallback;
 mod holders;
+mod measure;
 
 use decide::{Next, attempt_limit, breaker_outcome, budget_of, decide, refused_after, withdraw};
 pub use fallback::Fallback;
 use holders::{Acquired, BreakerSlot, BulkheadSlot, PolicyRef};
 pub use holders::{BreakerHold, BulkheadHold, NoBreaker, NoBulkhead};
+use measure::{CallEvent, Measure};
 
 /// Far enough ahead to stand for "no end" (a wait with neither a bound nor a
 /// deadline cannot happen: `max_wait` is finite) without overflowing.
@@ -167,6 +169,8 @@ pin_project! {
         last_error: Option<E>,
         // The call's span, made only if a subscriber may want debug spans.
         span: Option<tracing::Span>,
+        // The call's metrics (nothing without the `metrics` feature).
+        measure: Measure,
         #[pin]
         state: State<Fut>,
     }
@@ -230,6 +234,7 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             last_error: None,
             deadline: None,
             span: None,
+            measure: Measure::default(),
             state: State::Start,
         }
     }
@@ -251,6 +256,7 @@ macro_rules! remake {
             last_error,
             deadline,
             span,
+            measure,
             state,
         } = $call;
         Call {
@@ -265,6 +271,7 @@ macro_rules! remake {
             last_error,
             deadline,
             span,
+            measure,
             state,
         }
     }};
@@ -394,7 +401,8 @@ impl<'a, E, Op, Fut, C, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, C,
     where
         F: FnOnce(&Error<E>) -> Option<T>,
     {
-        Fallback::new(self, f)
+        let served = measure::FallbackCount::of(&self.inner.get().settings);
+        Fallback::new(self, f, served)
     }
 }
 
@@ -518,10 +526,16 @@ where
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let out = self.as_mut().drive(cx);
-        if out.is_ready() {
+        if let Poll::Ready(_result) = &out {
+            let this = self.project();
             // The call has ended: its bulkhead permit goes back now, not when
             // the future is dropped.
-            self.project().bulkhead.release();
+            this.bulkhead.release();
+            // With the `metrics` feature: the call's outcome, attempts and
+            // duration, recorded once.
+            #[cfg(feature = "metrics")]
+            this.measure
+                .finish(&this.inner.get().settings, _result, *this.attempts);
         }
         out
     }
@@ -533,7 +547,8 @@ where
     Fut: Future<Output = Result<T, E>>,
     C: sealed::ClassifyOk<T>,
 {
-    /// Drives the call: attempts, waits, the retry decisions.
+    /// Drives the call: attempts, waits, the retry decisions. `Pending`
+    /// again once it has resolved.
     #[inline(always)]
     fn drive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
         let mut this = self.project();
@@ -549,6 +564,11 @@ where
                 let now = Instant::now();
                 *this.deadline = now.checked_add(d);
                 first_now = Some(now);
+            }
+            let started = this.measure.start(s, first_now);
+            if s.attempt_timeout.is_some() {
+                // The first attempt's time limit shares the metrics' reading.
+                first_now = first_now.or(started);
             }
             if tracing::level_enabled!(tracing::Level::DEBUG) {
                 *this.span = Some(tracing::debug_span!(
@@ -583,6 +603,7 @@ where
                             Acquired::Held => {}
                             Acquired::Refused => {
                                 tracing::debug!("bulkhead full");
+                                measure::event(s, CallEvent::BulkheadRejected);
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(Error::BulkheadFull {
                                     waited: Duration::ZERO,
@@ -616,6 +637,7 @@ where
                             Ok(raw) => this.breaker.hold(raw),
                             Err(refused) => {
                                 tracing::debug!(attempts = *this.attempts, retry_in = ?refused.retry_in(), cause = %refused.cause(), "circuit open");
+                                measure::event(s, CallEvent::Rejected);
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(Error::CircuitOpen {
                                     retry_in: refused.retry_in(),
@@ -711,6 +733,7 @@ where
                     }
                     let waited = Instant::now().saturating_duration_since(since);
                     tracing::debug!(?waited, "bulkhead full");
+                    measure::event(s, CallEvent::BulkheadRejected);
                     return Poll::Ready(Err(Error::BulkheadFull { waited, attempts }));
                 }
                 StateProj::Done => return Poll::Pending,
@@ -727,6 +750,9 @@ where
             let attempts = *this.attempts;
             if !class.is_retryable() {
                 tracing::debug!(attempts, ?class, "not retryable");
+                if matches!(failure, Failure::Value(..)) {
+                    this.measure.value_failed(None);
+                }
                 this.state.set(State::Done);
                 return Poll::Ready(match failure {
                     Failure::Error(source) => Err(Error::Permanent {
@@ -758,6 +784,7 @@ where
                         %cause,
                         "circuit open: not waiting for a refusal"
                     );
+                    measure::event(s, CallEvent::Rejected);
                     this.state.set(State::Done);
                     return Poll::Ready(Err(Error::CircuitOpen {
                         retry_in,
@@ -790,6 +817,10 @@ where
                         value_classified = matches!(failure, Failure::Value(..)),
                         "giving up"
                     );
+                    measure::event(s, CallEvent::GiveUp);
+                    if matches!(failure, Failure::Value(..)) {
+                        this.measure.value_failed(Some(reason));
+                    }
                     this.state.set(State::Done);
                     return Poll::Ready(match failure {
                         Failure::Error(source) => Err(Error::Exhausted {
@@ -828,6 +859,7 @@ where
                             value_classified,
                         });
                     }
+                    measure::event(s, CallEvent::Retry);
                     if let Failure::Error(error) = failure {
                         *this.last_error = Some(error);
                     }

@@ -93,8 +93,12 @@ thread_local! {
 
 /// Drop an idle breaker's window and machine if they hold nothing a fresh
 /// breaker would not; it has not been handed out for `idle_ticks`.
-fn compact<K>(inner: &mut Inner<K>, at: At, idle_ticks: u32) {
-    let _done = inner.core.compact(at.now, TICK.saturating_mul(idle_ticks));
+fn compact<K: 'static>(inner: &mut Inner<K>, at: At, idle_ticks: u32, _s: &super::State<K>) {
+    let (_done, _moved) = inner.core.compact(at.now, TICK.saturating_mul(idle_ticks));
+    #[cfg(feature = "metrics")]
+    if let Some((from, to)) = _moved {
+        _s.metrics.moved(&inner.key, from, to);
+    }
     #[cfg(test)]
     if _done {
         COMPACTED.with(|n| n.set(n.get() + 1));
@@ -252,6 +256,8 @@ where
                     _ => goal == Goal::LastResort,
                 };
         if evict {
+            #[cfg(feature = "metrics")]
+            self.s.metrics.key_removed(&e.key, e.core.counted());
             g.evict(h);
             self.s.len.fetch_sub(1, Ordering::Relaxed);
             return Step::Evicted;
@@ -259,7 +265,7 @@ where
         // Kept idle: it gives back its window and machine once those hold
         // nothing a fresh breaker would not.
         if let Some(inner) = Arc::get_mut(e) {
-            compact(inner, at, idle_ticks);
+            compact(inner, at, idle_ticks, &self.s);
         }
         if q == Queue::Ring && to == Queue::Ring && !used && goal == Goal::Tidy {
             g.ring.push_front(h);
@@ -295,7 +301,7 @@ where
                 } else {
                     at.tick.wrapping_sub(seen)
                 };
-                compact(inner, at, idle_ticks);
+                compact(inner, at, idle_ticks, &self.s);
             }
         }
     }

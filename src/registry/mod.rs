@@ -190,6 +190,11 @@ pub(crate) struct State<K> {
     /// Where the sync's target finds this state (re-pointed by builder
     /// methods, which may move it).
     fleet_cell: Option<fleet::Cell<K>>,
+    /// The registry's name ([`BreakerRegistry::name`]).
+    name: &'static str,
+    /// The registry's metrics, shared by its breakers' settings.
+    #[cfg(feature = "metrics")]
+    metrics: Arc<crate::metrics::BreakerMetrics>,
 }
 
 impl<K> fmt::Debug for BreakerRegistry<K> {
@@ -241,6 +246,9 @@ impl<K: Clone> Clone for State<K> {
             helper: AtomicUsize::new(self.helper.load(Ordering::Relaxed)),
             fleet: self.fleet.clone(),
             fleet_cell: self.fleet_cell.clone(),
+            name: self.name,
+            #[cfg(feature = "metrics")]
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -281,7 +289,15 @@ where
     /// A [`ConfigError`] for a config that
     /// [`Breaker::try_new`](crate::Breaker::try_new) refuses.
     pub fn try_new(config: BreakerConfig) -> Result<Self, ConfigError> {
-        let settings = Arc::new(config.validate()?);
+        #[cfg(feature = "metrics")]
+        let metrics = Arc::new(crate::metrics::BreakerMetrics::registry::<K>());
+        #[allow(unused_mut)]
+        let mut settings = config.validate()?;
+        #[cfg(feature = "metrics")]
+        {
+            settings.metrics = Arc::clone(&metrics);
+        }
+        let settings = Arc::new(settings);
         let max_keys = 100_000;
         let overflow = Breaker(Arc::new(Inner {
             core: Core::new(Arc::clone(&settings)),
@@ -306,6 +322,9 @@ where
             helper: AtomicUsize::new(0),
             fleet: None,
             fleet_cell: None,
+            name: "default",
+            #[cfg(feature = "metrics")]
+            metrics,
         }))
     }
 
@@ -382,9 +401,74 @@ where
     /// A [`ConfigError`] for a config that
     /// [`Breaker::try_new`](crate::Breaker::try_new) refuses.
     pub fn with_key_config(mut self, key: K, config: BreakerConfig) -> Result<Self, ConfigError> {
-        let settings = Arc::new(config.validate()?);
-        self.state_mut().overrides.insert(key, settings);
+        #[allow(unused_mut)]
+        let mut settings = config.validate()?;
+        #[cfg(feature = "metrics")]
+        {
+            settings.metrics = Arc::clone(&self.s.metrics);
+        }
+        self.state_mut().overrides.insert(key, Arc::new(settings));
         Ok(self)
+    }
+
+    /// Names the registry (default `"default"`): the `registry` label of the
+    /// `safecall.breakers` gauge and the `policy` label of its breakers'
+    /// events (feature `metrics`, see `safecall::metrics`).
+    /// A `&'static str`, so the label's values stay a fixed set: name a
+    /// registry per provider, never per tenant. Set it before the first
+    /// [`get`](Self::get): handles already registered keep the old name.
+    #[must_use]
+    pub fn name(mut self, name: &'static str) -> Self {
+        {
+            let mut st = self.state_mut();
+            st.name = name;
+            #[cfg(feature = "metrics")]
+            st.metrics.set_name(name);
+        }
+        self
+    }
+
+    /// Per-tenant detail in the metrics, **for services with few tenants**:
+    /// `label` maps a key to a `tenant` label, or to `None` for the keys
+    /// that share the label [`"other"`](crate::metrics::OTHER). The
+    /// `safecall.breakers` gauge and the breakers' events then carry a
+    /// `tenant` label; call metrics (per policy) do not.
+    ///
+    /// # Cardinality
+    ///
+    /// Every distinct label is a series per state and per event in your
+    /// metrics backend, forever: Prometheus slows down and OpenTelemetry
+    /// SDKs stop at 2,000 attribute sets per instrument. Return a label for
+    /// a **fixed, small set** of keys (your ten largest customers, a plan
+    /// tier), never the key itself, and `None` for the rest. The labels are
+    /// `&'static str` so that a key cannot become one by accident. `label`
+    /// must give a key the same answer every time: the gauge counts a key
+    /// under the label it gets at each change. Set it before the first
+    /// [`get`](Self::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safecall::{BreakerConfig, BreakerRegistry};
+    ///
+    /// let breakers: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default())
+    ///     .name("twilio")
+    ///     .metrics_label(|org: &String| match org.as_str() {
+    ///         "org-acme" => Some("acme"),       // a handful of named tenants
+    ///         "org-globex" => Some("globex"),
+    ///         _ => None,                        // everyone else: tenant="other"
+    ///     });
+    /// # drop(breakers);
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    #[must_use]
+    pub fn metrics_label(
+        mut self,
+        label: impl Fn(&K) -> Option<&'static str> + Send + Sync + 'static,
+    ) -> Self {
+        self.state_mut().metrics.set_label(label);
+        self
     }
 }
 
@@ -507,6 +591,8 @@ where
             key: key.to_owned(),
         });
         entry.core.set_seen(at.tick);
+        #[cfg(feature = "metrics")]
+        self.s.metrics.key_added(&entry.key);
         g.insert(h, Arc::clone(&entry));
         self.publish(home, &g);
         drop(g);
@@ -556,12 +642,24 @@ where
 
     /// A snapshot of every key's breaker, in no particular order. Takes each
     /// shard's shared lock in turn.
+    ///
+    /// With the `metrics` feature it also brings the `safecall.breakers`
+    /// gauge up to date with the clock: keys whose open period or cool-down
+    /// ended since their last call are counted in the state the snapshot
+    /// reports (see `safecall::metrics`).
     #[must_use]
     pub fn snapshot(&self) -> Vec<BreakerSnapshot<K>> {
         let mut out = Vec::with_capacity(self.len());
         for shard in self.s.shards.iter() {
             let g = read(shard);
-            out.extend(g.entries().map(|(_, e)| e.core.snapshot(e.key.clone())));
+            out.extend(g.entries().map(|(_, e)| {
+                let (snapshot, _moved) = e.core.snapshot(e.key.clone());
+                #[cfg(feature = "metrics")]
+                if let Some((from, to)) = _moved {
+                    self.s.metrics.moved(&e.key, from, to);
+                }
+                snapshot
+            }));
         }
         out
     }

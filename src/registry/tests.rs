@@ -195,3 +195,48 @@ fn colliding_hashes_keep_both_keys() {
     assert!(shard.collisions.is_empty(), "b took a's place in the map");
     assert_eq!(shard.len(), 1);
 }
+
+/// The gauge's counts, by state, against the states the breakers' words
+/// hold, through inserts, evictions (at the cap and past the TTL),
+/// compactions, opens and cool-downs that ran out.
+#[cfg(feature = "metrics")]
+#[tokio::test(start_paused = true)]
+async fn the_gauge_counts_follow_inserts_evictions_and_compactions() {
+    use crate::Outcome;
+    use crate::metrics::KeyState;
+
+    fn words(r: &BreakerRegistry<u32>) -> [i64; 5] {
+        let mut out = [0; 5];
+        for shard in r.s.shards.iter() {
+            for (_, e) in read(shard).entries() {
+                out[e.core.counted() as usize] += 1;
+            }
+        }
+        out
+    }
+
+    let r: BreakerRegistry<u32> =
+        BreakerRegistry::new(BreakerConfig::default().consecutive_failures(1))
+            .max_keys(300)
+            .idle_ttl(Duration::from_secs(60));
+    for round in 0..10u32 {
+        for k in round * 100..round * 100 + 200 {
+            let b = r.get(&k);
+            let outcome = match k % 7 {
+                0 => Outcome::Failure,
+                1 => Outcome::RetryAfter(Duration::from_secs(5)),
+                _ => Outcome::Success,
+            };
+            if let Ok(p) = b.try_acquire() {
+                p.record(outcome);
+            }
+        }
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let counts = r.s.metrics.counts();
+        assert_eq!(counts, words(&r), "round {round}");
+        assert_eq!(counts.iter().sum::<i64>(), r.len() as i64, "round {round}");
+    }
+    r.retain_recent();
+    assert_eq!(r.s.metrics.counts(), words(&r));
+    assert!(r.s.metrics.counts()[KeyState::Open as usize] > 0);
+}
