@@ -12,16 +12,16 @@
 //! cargo run --example noisy_neighbour
 //! ```
 //!
-//! The tenants are known up front here, so each has its own `Bulkhead` in a
-//! map; a service with tenants that come and go keeps them in a registry.
+//! Each tenant gets its bulkhead from a `BulkheadRegistry`, made on first use.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::routing::get;
-use safecall::{Bulkhead, BulkheadConfig, Error, ErrorClass, RetryBudget, SafeCall};
+use safecall::{
+    Bulkhead, BulkheadConfig, BulkheadRegistry, Error, ErrorClass, RetryBudget, SafeCall,
+};
 use tokio::sync::Semaphore;
 
 /// The stand-in's capacity: requests served at once, and the time each takes.
@@ -99,9 +99,9 @@ async fn run(
     client: &reqwest::Client,
     url: &Arc<str>,
     policy: &SafeCall<HttpError>,
-    bulkheads: Option<&HashMap<String, Bulkhead>>,
+    bulkheads: Option<&BulkheadRegistry<String>>,
 ) -> Seen {
-    let bulkhead_of = |tenant: &str| bulkheads.and_then(|m| m.get(tenant)).cloned();
+    let bulkhead_of = |tenant: &str| bulkheads.map(|r| r.get(tenant));
     // The noisy tenant keeps 500 requests in flight for as long as the others
     // run (a refused one tries again 10 ms later).
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -193,16 +193,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .retry_budget(RetryBudget::disabled())
         .classify(|_: &HttpError| ErrorClass::Transient)
         .build()?;
-    let mut bulkheads = HashMap::new();
-    for tenant in
-        std::iter::once("noisy".to_owned()).chain((0..QUIET_TENANTS).map(|t| format!("tenant-{t}")))
-    {
-        bulkheads.insert(
-            tenant,
-            Bulkhead::new(BulkheadConfig::max_concurrent(PER_TENANT)),
-        );
-    }
-
+    let bulkheads: BulkheadRegistry<String> =
+        BulkheadRegistry::new(BulkheadConfig::max_concurrent(PER_TENANT));
     println!(
         "stand-in: {CAPACITY} requests at a time, {SERVICE_TIME:?} each; \
          one tenant sends {FLOOD} at once, {QUIET_TENANTS} others {QUIET_REQUESTS} each in turn"

@@ -148,7 +148,7 @@ pub use breaker::{
     RefusalCause, Rejected, Transition, TransitionCause,
 };
 pub use budget::RetryBudget;
-pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadPermit};
+pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadPermit, BulkheadRegistry, BulkheadSnapshot};
 pub use call::{
     Attempt, BreakerHold, BulkheadHold, Call, ClassifyOkWith, EveryOk, Fallback, NoBreaker,
     NoBulkhead, Plain, WithAttempt,

@@ -326,3 +326,110 @@ fn the_limit_holds_under_any_interleaving() {
         });
     }
 }
+
+mod registry {
+    use super::*;
+    use safecall::BulkheadRegistry;
+
+    fn registry(max_keys: usize) -> BulkheadRegistry<String> {
+        BulkheadRegistry::new(BulkheadConfig::max_concurrent(2))
+            .max_keys(max_keys)
+            .idle_ttl(secs(60))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_bulkhead_per_key_made_on_first_use() {
+        let r = registry(100);
+        assert!(r.is_empty());
+        let a = r.get("org-1");
+        assert!(a.ptr_eq(&r.get("org-1")));
+        assert!(!a.ptr_eq(&r.get("org-2")));
+        assert_eq!(r.len(), 2);
+        let shared = r.clone();
+        assert!(shared.get("org-1").ptr_eq(&a), "clones share the registry");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_holding_a_permit_is_never_evicted() {
+        let r = registry(1);
+        let busy = r.get("busy");
+        let permit = busy.try_acquire().unwrap();
+        // Full of a key in use: new keys share the overflow bulkhead.
+        assert!(r.get("new").ptr_eq(r.overflow()));
+        assert_eq!(r.len(), 1);
+        drop(permit);
+        assert!(
+            r.get("new").ptr_eq(r.overflow()),
+            "its handle is still held"
+        );
+        drop(busy);
+        assert!(!r.get("new").ptr_eq(r.overflow()), "now it can go");
+        assert_eq!(r.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handle_held_outside_keeps_its_key() {
+        let r = registry(1);
+        let held = r.get("held");
+        assert!(r.get("new").ptr_eq(r.overflow()));
+        assert!(held.ptr_eq(&r.get("held")), "still the same bulkhead");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_keys_keeps_len_at_the_cap() {
+        let r = registry(1_000);
+        for i in 0..1_000_000u32 {
+            let _ = r.get(&format!("tenant-{i}"));
+        }
+        assert_eq!(r.len(), 1_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_keys_go_after_their_ttl() {
+        let r = registry(100);
+        for i in 0..10 {
+            let _ = r.get(&format!("tenant-{i}"));
+        }
+        tokio::time::advance(secs(30)).await;
+        r.retain_recent();
+        assert_eq!(r.len(), 10, "not idle long enough");
+        tokio::time::advance(secs(31)).await;
+        r.retain_recent();
+        assert_eq!(r.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_snapshot_names_the_keys_at_their_limit() {
+        let r = registry(100);
+        let a = r.get("org-a");
+        let _p1 = a.try_acquire().unwrap();
+        let _p2 = a.try_acquire().unwrap();
+        let _ = r.get("org-b");
+        let mut full: Vec<_> = r
+            .snapshot()
+            .into_iter()
+            .filter(|s| s.is_full())
+            .map(|s| s.key)
+            .collect();
+        full.sort();
+        assert_eq!(full, ["org-a"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_through_a_tenants_bulkhead_are_limited_per_tenant() {
+        let r = registry(100);
+        let a = r.get("org-a");
+        let _p1 = a.try_acquire().unwrap();
+        let _p2 = a.try_acquire().unwrap();
+        let refused = policy()
+            .call(|| async { Ok::<_, TestError>(1) })
+            .bulkhead(&r.get("org-a"))
+            .await;
+        assert!(matches!(refused, Err(Error::BulkheadFull { .. })));
+        let other = policy()
+            .call(|| async { Ok::<_, TestError>(2) })
+            .bulkhead(&r.get("org-b"))
+            .await;
+        assert_eq!(other.unwrap(), 2, "another tenant is not affected");
+    }
+}

@@ -60,6 +60,10 @@ use tokio::time::{Instant, Sleep};
 use crate::ConfigError;
 use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 
+mod registry;
+
+pub use registry::{BulkheadRegistry, BulkheadSnapshot};
+
 /// Bit 32 of the state word: callers are queued, so a release hands its
 /// permit to the queue instead of freeing it (first in, first out).
 const QUEUED: u64 = 1 << 32;
