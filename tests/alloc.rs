@@ -388,3 +388,39 @@ fn calls_recorded_by_a_recorder_allocate_nothing() {
     // 200 + 2,000 + 1,000 + 1 + 1,000 calls, each a duration and an attempts value.
     assert_eq!(recorder.histogram_values(), 2 * 4_201);
 }
+
+#[test]
+fn calls_through_a_bulkhead_allocate_nothing_free_or_full() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let policy: SafeCall<std::io::Error> = SafeCall::default();
+        let registry: safecall::BulkheadRegistry<u32> =
+            safecall::BulkheadRegistry::new(safecall::BulkheadConfig::max_concurrent(1));
+        let bulkhead = registry.get(&7);
+        for _ in 0..200 {
+            policy.call(ready_ok).bulkhead(&bulkhead).await.unwrap();
+        }
+        let before = allocations();
+        for _ in 0..1_000 {
+            policy.call(ready_ok).bulkhead(&bulkhead).await.unwrap();
+        }
+        assert_eq!(allocations() - before, 0, "a free bulkhead");
+        // Full, no queue: refused with one compare-and-swap.
+        let _held = bulkhead.try_acquire().unwrap();
+        let before = allocations();
+        for _ in 0..1_000 {
+            assert!(policy.call(ready_ok).bulkhead(&bulkhead).await.is_err());
+        }
+        assert_eq!(allocations() - before, 0, "a full bulkhead");
+        // An existing key's lookup.
+        let n = counted(|| {
+            for _ in 0..1_000 {
+                drop(registry.get(&7));
+            }
+        });
+        assert_eq!(n, 0, "registry lookups");
+    });
+}
