@@ -432,4 +432,58 @@ mod registry {
             .await;
         assert_eq!(other.unwrap(), 2, "another tenant is not affected");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_global_ceiling_limits_all_keys_together() {
+        let r: BulkheadRegistry<String> = BulkheadRegistry::new(BulkheadConfig::max_concurrent(2))
+            .global(BulkheadConfig::max_concurrent(3))
+            .unwrap();
+        let (a, b) = (r.get("org-a"), r.get("org-b"));
+        let _a1 = a.try_acquire().unwrap();
+        let _a2 = a.try_acquire().unwrap();
+        let b1 = b.try_acquire().unwrap();
+        assert!(b.try_acquire().is_none(), "the ceiling (3) is full");
+        assert_eq!(b.in_use(), 1, "the key's own permit went back");
+        let ceiling = r.global_ceiling().unwrap();
+        assert_eq!(ceiling.in_use(), 3);
+        let refused = policy()
+            .call(|| async { Ok::<_, TestError>(1) })
+            .bulkhead(&r.get("org-c"))
+            .await;
+        assert!(matches!(
+            refused,
+            Err(Error::BulkheadFull { attempts: 0, .. })
+        ));
+        drop(b1);
+        assert_eq!(ceiling.in_use(), 2);
+        let ok = policy()
+            .call(|| async { Ok::<_, TestError>(1) })
+            .bulkhead(&r.get("org-c"))
+            .await;
+        assert_eq!(ok.unwrap(), 1);
+        assert_eq!(ceiling.in_use(), 2, "the call gave both permits back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_call_granted_its_keys_permit_is_refused_by_a_full_ceiling() {
+        let r: BulkheadRegistry<String> =
+            BulkheadRegistry::new(BulkheadConfig::max_concurrent(1).max_wait(secs(10)))
+                .global(BulkheadConfig::max_concurrent(1))
+                .unwrap();
+        let a = r.get("org-a");
+        let held = a.try_acquire().unwrap();
+        let p = policy();
+        let mut queued = Box::pin(p.call(|| async { Ok::<_, TestError>(1) }).bulkhead(&a));
+        assert!(futures::poll!(queued.as_mut()).is_pending());
+        // The ceiling's only permit goes to another key meanwhile.
+        let b = r.get("org-b");
+        drop(held); // org-a's permit is handed to the queued call...
+        let _b1 = b.try_acquire().unwrap(); // ...and the ceiling to org-b
+        let err = queued.await.unwrap_err();
+        assert!(
+            matches!(err, Error::BulkheadFull { attempts: 0, .. }),
+            "{err:?}"
+        );
+        assert_eq!((a.in_use(), a.queued()), (0, 0), "nothing leaked");
+    }
 }

@@ -119,6 +119,9 @@ struct Shared {
     /// `QUEUED` flag | permits out.
     state: AtomicU64,
     queue: Mutex<Queue>,
+    /// A ceiling shared with other bulkheads (a registry's global limit),
+    /// taken after this bulkhead's own permit.
+    ceiling: Option<Bulkhead>,
 }
 
 #[derive(Default)]
@@ -164,12 +167,22 @@ impl Bulkhead {
     ///
     /// A [`ConfigError`] naming `bulkhead.max_concurrent` if it is zero.
     pub fn try_new(config: BulkheadConfig) -> Result<Self, ConfigError> {
+        Self::with_ceiling(config, None)
+    }
+
+    /// A bulkhead whose calls also take a permit of `ceiling` (after their
+    /// own; the ceiling does not queue).
+    pub(crate) fn with_ceiling(
+        config: BulkheadConfig,
+        ceiling: Option<Bulkhead>,
+    ) -> Result<Self, ConfigError> {
         let config = config.validate()?;
         Ok(Self(Arc::new(Shared {
             limit: config.max_concurrent,
             max_wait: config.max_wait,
             state: AtomicU64::new(0),
             queue: Mutex::new(Queue::default()),
+            ceiling,
         })))
     }
 
@@ -241,8 +254,28 @@ impl Bulkhead {
         }
     }
 
+    /// A permit now, this bulkhead's and its ceiling's.
     #[inline]
     pub(crate) fn take_free(&self) -> bool {
+        self.take_own() && self.claim_ceiling()
+    }
+
+    /// The ceiling's permit, once this bulkhead's own is taken; without it,
+    /// the own permit goes back.
+    #[inline]
+    pub(crate) fn claim_ceiling(&self) -> bool {
+        match &self.0.ceiling {
+            None => true,
+            Some(c) if c.take_own() => true,
+            Some(_) => {
+                self.release_own();
+                false
+            }
+        }
+    }
+
+    #[inline]
+    fn take_own(&self) -> bool {
         let state = &self.0.state;
         let mut s = state.load(Ordering::Relaxed);
         loop {
@@ -262,9 +295,17 @@ impl Bulkhead {
         self.release();
     }
 
-    /// Give a permit back: to the first queued caller that has none yet, or
-    /// free it.
+    /// Give a permit back, this bulkhead's and its ceiling's.
     fn release(&self) {
+        self.release_own();
+        if let Some(c) = &self.0.ceiling {
+            c.release_own();
+        }
+    }
+
+    /// Give this bulkhead's own permit back: to the first queued caller that
+    /// has none yet, or free it.
+    fn release_own(&self) {
         let state = &self.0.state;
         let mut s = state.load(Ordering::Relaxed);
         while s & QUEUED == 0 {
@@ -347,10 +388,11 @@ impl Bulkhead {
         granted
     }
 
-    /// Leave the queue, giving back a permit handed to `ticket` meanwhile.
+    /// Leave the queue, giving back a permit handed to `ticket` meanwhile
+    /// (its own: the ceiling's is taken only once the caller has the permit).
     pub(crate) fn cancel(&self, ticket: u64) {
         if self.leave(ticket) {
-            self.release();
+            self.release_own();
         }
     }
 }
@@ -438,7 +480,12 @@ impl<'a> Future for Acquire<'a> {
                     }));
                 }
                 match bulkhead.enqueue(cx.waker()) {
-                    Ok(()) => return Poll::Ready(Ok(permit())),
+                    Ok(()) if bulkhead.claim_ceiling() => return Poll::Ready(Ok(permit())),
+                    Ok(()) => {
+                        return Poll::Ready(Err(Full {
+                            waited: Duration::ZERO,
+                        }));
+                    }
                     Err(t) => {
                         let now = Instant::now();
                         *this.ticket = Some(t);
@@ -455,12 +502,18 @@ impl<'a> Future for Acquire<'a> {
         };
         if bulkhead.poll_ticket(ticket, cx.waker()) {
             *this.ticket = None;
-            return Poll::Ready(Ok(permit()));
+            if bulkhead.claim_ceiling() {
+                return Poll::Ready(Ok(permit()));
+            }
+            let waited = this.started.map_or(Duration::ZERO, |t| {
+                Instant::now().saturating_duration_since(t)
+            });
+            return Poll::Ready(Err(Full { waited }));
         }
         if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
             if sleep.poll(cx).is_ready() {
                 *this.ticket = None;
-                if bulkhead.leave(ticket) {
+                if bulkhead.leave(ticket) && bulkhead.claim_ceiling() {
                     return Poll::Ready(Ok(permit()));
                 }
                 let waited = this.started.map_or(Duration::ZERO, |t| {

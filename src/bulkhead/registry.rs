@@ -67,6 +67,8 @@ impl<K> Clone for BulkheadRegistry<K> {
 
 struct State<K> {
     config: BulkheadConfig,
+    /// The ceiling over all keys, if one is set: taken after a key's permit.
+    global: Option<Bulkhead>,
     shards: Box<[RwLock<Shard<K>>]>,
     hasher: RandomState,
     max_keys: usize,
@@ -156,6 +158,7 @@ where
         Ok(Self {
             s: Arc::new(State {
                 config,
+                global: None,
                 shards: (0..SHARDS)
                     .map(|_| {
                         RwLock::new(Shard {
@@ -190,6 +193,48 @@ where
         self.rebuild(|s| s.idle_ttl = ttl)
     }
 
+    /// A ceiling over all keys (`max_concurrent` of `config`; its `max_wait`
+    /// is not used): a call takes its key's permit, then one of the ceiling's,
+    /// and is refused with [`Error::BulkheadFull`](crate::Error::BulkheadFull)
+    /// when the ceiling is full (it does not queue). Set it while building
+    /// the registry: it starts the registry afresh (keys made before are not
+    /// kept).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a config [`Bulkhead::try_new`] refuses.
+    pub fn global(self, config: BulkheadConfig) -> Result<Self, ConfigError> {
+        let global = Bulkhead::try_new(config.max_wait(Duration::ZERO))?;
+        let overflow = Bulkhead::with_ceiling(self.s.config, Some(global.clone()))?;
+        let (max_keys, idle_ttl) = (self.s.max_keys, self.s.idle_ttl);
+        let mut state = State {
+            config: self.s.config,
+            global: Some(global),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    RwLock::new(Shard {
+                        map: HashMap::new(),
+                        ring: VecDeque::new(),
+                    })
+                })
+                .collect(),
+            hasher: RandomState::new(),
+            max_keys,
+            idle_ttl,
+            len: AtomicUsize::new(0),
+            overflow,
+            base: self.s.base,
+        };
+        state.max_keys = max_keys;
+        Ok(Self { s: Arc::new(state) })
+    }
+
+    /// The ceiling over all keys, if [`global`](Self::global) set one.
+    #[must_use]
+    pub fn global_ceiling(&self) -> Option<&Bulkhead> {
+        self.s.global.as_ref()
+    }
+
     fn rebuild(self, set: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = Settings {
             max_keys: self.s.max_keys,
@@ -205,6 +250,7 @@ where
             Err(shared) => {
                 let mut state = State {
                     config: shared.config,
+                    global: shared.global.clone(),
                     shards: (0..SHARDS)
                         .map(|_| {
                             RwLock::new(Shard {
@@ -268,7 +314,7 @@ where
         if let Some(e) = g.map.get(key) {
             return e.bulkhead.clone();
         }
-        let bulkhead = match Bulkhead::try_new(s.config) {
+        let bulkhead = match Bulkhead::with_ceiling(s.config, s.global.clone()) {
             Ok(b) => b,
             // The config was validated when the registry was built.
             Err(_) => return s.overflow.clone(),

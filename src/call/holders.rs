@@ -184,10 +184,11 @@ impl<H: BulkheadHold> BulkheadSlot<H> {
             return Acquired::Refused;
         }
         match b.enqueue(waker) {
-            Ok(()) => {
+            Ok(()) if b.claim_ceiling() => {
                 self.holding = true;
                 Acquired::Held
             }
+            Ok(()) => Acquired::Refused,
             Err(ticket) => {
                 self.ticket = Some(ticket);
                 Acquired::Queued { max_wait }
@@ -195,17 +196,23 @@ impl<H: BulkheadHold> BulkheadSlot<H> {
         }
     }
 
-    /// While queued: whether the permit has come (then the call holds it).
-    pub(crate) fn poll_queued(&mut self, waker: &std::task::Waker) -> bool {
+    /// While queued: whether the permit has come (then the call holds it),
+    /// or came but its bulkhead's ceiling is full.
+    pub(crate) fn poll_queued(&mut self, waker: &std::task::Waker) -> Queued {
         let (Some(b), Some(ticket)) = (sealed_bulkhead::Hold::bulkhead(&self.hold), self.ticket)
         else {
-            return true;
+            return Queued::Held;
         };
-        if b.poll_ticket(ticket, waker) {
-            self.ticket = None;
-            self.holding = true;
+        if !b.poll_ticket(ticket, waker) {
+            return Queued::Waiting;
         }
-        self.holding
+        self.ticket = None;
+        if b.claim_ceiling() {
+            self.holding = true;
+            Queued::Held
+        } else {
+            Queued::Refused
+        }
     }
 
     /// The wait is over: leave the queue. Whether the permit came at the last
@@ -214,12 +221,19 @@ impl<H: BulkheadHold> BulkheadSlot<H> {
         if let (Some(b), Some(ticket)) = (sealed_bulkhead::Hold::bulkhead(&self.hold), self.ticket)
         {
             self.ticket = None;
-            if b.leave(ticket) {
+            if b.leave(ticket) && b.claim_ceiling() {
                 self.holding = true;
             }
         }
         self.holding
     }
+}
+
+/// What [`BulkheadSlot::poll_queued`] found.
+pub(crate) enum Queued {
+    Waiting,
+    Held,
+    Refused,
 }
 
 /// What [`BulkheadSlot::acquire`] did.

@@ -21,7 +21,7 @@ mod measure;
 
 use decide::{Next, attempt_limit, breaker_outcome, budget_of, decide, refused_after, withdraw};
 pub use fallback::Fallback;
-use holders::{Acquired, BreakerSlot, BulkheadSlot, PolicyRef};
+use holders::{Acquired, BreakerSlot, BulkheadSlot, PolicyRef, Queued};
 pub use holders::{BreakerHold, BulkheadHold, NoBreaker, NoBulkhead};
 use measure::{CallEvent, Measure};
 
@@ -710,9 +710,23 @@ where
                     at_deadline,
                 } => {
                     let (since, at_deadline) = (*since, *at_deadline);
-                    if this.bulkhead.poll_queued(cx.waker()) {
-                        this.state.set(State::Start);
-                        continue;
+                    match this.bulkhead.poll_queued(cx.waker()) {
+                        Queued::Held => {
+                            this.state.set(State::Start);
+                            continue;
+                        }
+                        Queued::Refused => {
+                            // The bulkhead's ceiling (a registry's global
+                            // limit) is full: it does not queue.
+                            this.state.set(State::Done);
+                            let waited = Instant::now().saturating_duration_since(since);
+                            tracing::debug!(?waited, "bulkhead ceiling full");
+                            return Poll::Ready(Err(Error::BulkheadFull {
+                                waited,
+                                attempts: *this.attempts,
+                            }));
+                        }
+                        Queued::Waiting => {}
                     }
                     ready!(sleep.poll(cx));
                     if this.bulkhead.leave_queue() {
