@@ -440,3 +440,66 @@ impl<K: Clone> BulkheadRegistry<K> {
         out
     }
 }
+
+impl<K> BulkheadRegistry<K>
+where
+    K: Clone + Ord + fmt::Display + Send + Sync + 'static,
+{
+    /// A non-critical health check named `name` over these bulkheads: healthy
+    /// when no key is at its limit, degraded when some are, naming the first
+    /// ten in key order (a tenant at its limit is being throttled by this
+    /// client: its calls are refused or queued). Keys are shown with their
+    /// `Display`: a key must not be a secret.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safecall::health::{HealthChecks, HealthStatus};
+    /// use safecall::{BulkheadConfig, BulkheadRegistry};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), safecall::ConfigError> {
+    /// let bulkheads: BulkheadRegistry<String> =
+    ///     BulkheadRegistry::new(BulkheadConfig::max_concurrent(1));
+    /// let checks = HealthChecks::builder().check(bulkheads.check("Bulkheads")).build()?;
+    /// let org = bulkheads.get("org-46cf");
+    /// let _busy = org.try_acquire().unwrap();
+    /// let report = checks.run().await;
+    /// assert_eq!(report.status, HealthStatus::Degraded);
+    /// assert!(report.integrations[0].message.contains("org-46cf"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn check(&self, name: impl Into<String>) -> crate::health::Check {
+        let registry = self.clone();
+        crate::health::Check::non_critical(name, move || {
+            let mut full: Vec<K> = registry
+                .snapshot()
+                .into_iter()
+                .filter(BulkheadSnapshot::is_full)
+                .map(|s| s.key)
+                .collect();
+            full.sort();
+            let outcome = if full.is_empty() {
+                crate::health::CheckOutcome::healthy("No tenant at its concurrency limit")
+            } else {
+                let mut message = format!("{} at the concurrency limit: ", full.len());
+                for (i, k) in full.iter().take(10).enumerate() {
+                    if i > 0 {
+                        message.push_str(", ");
+                    }
+                    message.push_str(&k.to_string());
+                }
+                if full.len() > 10 {
+                    message.push_str(&format!(" and {} more", full.len() - 10));
+                }
+                crate::health::CheckOutcome::degraded(message).recommend(
+                    "These tenants send more concurrent calls than their limit: \
+                     their excess is refused or queued; check for a flood or raise \
+                     the limit",
+                )
+            };
+            std::future::ready(Ok(outcome))
+        })
+    }
+}
