@@ -486,4 +486,109 @@ mod registry {
         );
         assert_eq!((a.in_use(), a.queued()), (0, 0), "nothing leaked");
     }
+
+    /// Per key and over all keys, permits in use never exceed the limits,
+    /// whatever the interleaving of calls over several tenants that succeed,
+    /// fail and retry, queue, time out and get cancelled; none is leaked.
+    #[test]
+    fn key_and_global_limits_hold_under_any_interleaving() {
+        for seed in 0..30u64 {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut rng = Rng(seed ^ 0x5EED);
+                let per_key = rng.below(1, 4) as u32;
+                let global = rng.below(1, 6) as u32;
+                let r: BulkheadRegistry<u32> = BulkheadRegistry::new(
+                    BulkheadConfig::max_concurrent(per_key).max_wait(ms(rng.below(0, 20))),
+                )
+                .global(BulkheadConfig::max_concurrent(global))
+                .unwrap();
+                let p = SafeCall::<TestError>::builder()
+                    .max_retries(1)
+                    .backoff(Backoff::constant(ms(2)).jitter(Jitter::None))
+                    .retry_budget(RetryBudget::disabled())
+                    .build()
+                    .unwrap();
+                let total = Arc::new(AtomicU32::new(0));
+                let peak_total = Arc::new(AtomicU32::new(0));
+                let per = Arc::new((0..4).map(|_| AtomicU32::new(0)).collect::<Vec<_>>());
+                let peak_per = Arc::new(AtomicU32::new(0));
+                let mut tasks = Vec::new();
+                for _ in 0..40 {
+                    let key = rng.below(0, 4) as u32;
+                    let latency = ms(rng.below(1, 15));
+                    let fails = rng.chance(0.3);
+                    let cancel_after = rng.chance(0.2).then(|| ms(rng.below(1, 20)));
+                    let (r, p) = (r.clone(), p.clone());
+                    let (total, peak_total, per, peak_per) = (
+                        total.clone(),
+                        peak_total.clone(),
+                        per.clone(),
+                        peak_per.clone(),
+                    );
+                    let call = async move {
+                        let bulkhead = r.get(&key);
+                        let _ = p
+                            .call(|| {
+                                let (total, peak_total, per, peak_per) = (
+                                    total.clone(),
+                                    peak_total.clone(),
+                                    per.clone(),
+                                    peak_per.clone(),
+                                );
+                                async move {
+                                    let t = total.fetch_add(1, Ordering::SeqCst) + 1;
+                                    peak_total.fetch_max(t, Ordering::SeqCst);
+                                    let k = per[key as usize].fetch_add(1, Ordering::SeqCst) + 1;
+                                    peak_per.fetch_max(k, Ordering::SeqCst);
+                                    let _out = (Out(total), OutAt(per, key as usize));
+                                    tokio::time::sleep(latency).await;
+                                    if fails { Err(status(503)) } else { Ok(()) }
+                                }
+                            })
+                            .bulkhead(&bulkhead)
+                            .await;
+                    };
+                    tasks.push(tokio::spawn(async move {
+                        match cancel_after {
+                            Some(d) => {
+                                let _ = tokio::time::timeout(d, call).await;
+                            }
+                            None => call.await,
+                        }
+                    }));
+                    tokio::time::advance(ms(rng.below(0, 3))).await;
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                assert!(
+                    peak_total.load(Ordering::SeqCst) <= global,
+                    "seed {seed}: global"
+                );
+                assert!(
+                    peak_per.load(Ordering::SeqCst) <= per_key,
+                    "seed {seed}: per key"
+                );
+                let ceiling = r.global_ceiling().unwrap();
+                assert_eq!(ceiling.in_use(), 0, "seed {seed}: a ceiling permit leaked");
+                for s in r.snapshot() {
+                    assert_eq!((s.in_use, s.queued), (0, 0), "seed {seed}: key {}", s.key);
+                }
+            });
+        }
+    }
+
+    /// Counts an attempt out of one key when it ends or is dropped.
+    struct OutAt(Arc<Vec<AtomicU32>>, usize);
+
+    impl Drop for OutAt {
+        fn drop(&mut self) {
+            self.0[self.1].fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
