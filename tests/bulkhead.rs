@@ -436,8 +436,7 @@ mod registry {
     #[tokio::test(start_paused = true)]
     async fn a_global_ceiling_limits_all_keys_together() {
         let r: BulkheadRegistry<String> = BulkheadRegistry::new(BulkheadConfig::max_concurrent(2))
-            .global(BulkheadConfig::max_concurrent(3))
-            .unwrap();
+            .global(BulkheadConfig::max_concurrent(3));
         let (a, b) = (r.get("org-a"), r.get("org-b"));
         let _a1 = a.try_acquire().unwrap();
         let _a2 = a.try_acquire().unwrap();
@@ -468,8 +467,7 @@ mod registry {
     async fn a_queued_call_granted_its_keys_permit_is_refused_by_a_full_ceiling() {
         let r: BulkheadRegistry<String> =
             BulkheadRegistry::new(BulkheadConfig::max_concurrent(1).max_wait(secs(10)))
-                .global(BulkheadConfig::max_concurrent(1))
-                .unwrap();
+                .global(BulkheadConfig::max_concurrent(1));
         let a = r.get("org-a");
         let held = a.try_acquire().unwrap();
         let p = policy();
@@ -505,8 +503,7 @@ mod registry {
                 let r: BulkheadRegistry<u32> = BulkheadRegistry::new(
                     BulkheadConfig::max_concurrent(per_key).max_wait(ms(rng.below(0, 20))),
                 )
-                .global(BulkheadConfig::max_concurrent(global))
-                .unwrap();
+                .global(BulkheadConfig::max_concurrent(global));
                 let p = SafeCall::<TestError>::builder()
                     .max_retries(1)
                     .backoff(Backoff::constant(ms(2)).jitter(Jitter::None))
@@ -590,5 +587,33 @@ mod registry {
         fn drop(&mut self) {
             self.0[self.1].fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// DESIGN.md's example, as written there.
+    #[tokio::test(start_paused = true)]
+    async fn designs_example_compiles_and_runs() {
+        let bulkheads: BulkheadRegistry<String> = BulkheadRegistry::new(
+            BulkheadConfig::max_concurrent(8) // per key (u32)
+                .max_wait(Duration::ZERO),
+        ) // default: refuse at once when full
+        .global(BulkheadConfig::max_concurrent(256)) // optional ceiling over all keys
+        .max_keys(100_000)
+        .idle_ttl(Duration::from_secs(600));
+        let breaker = Breaker::new(BreakerConfig::default());
+        let value = policy()
+            .call(|| async { Ok::<_, TestError>(7) })
+            .bulkhead(&bulkheads.get("org-46cf"))
+            .breaker(&breaker)
+            .await;
+        assert_eq!(value.unwrap(), 7);
+        let one = Bulkhead::new(BulkheadConfig::max_concurrent(4)); // unkeyed
+        assert_eq!(one.limit(), 4);
+        assert!(bulkheads.global_ceiling().is_some());
+        assert!(
+            BulkheadRegistry::<String>::new(BulkheadConfig::max_concurrent(1))
+                .try_global(BulkheadConfig::max_concurrent(0))
+                .is_err()
+        );
+        assert!(Bulkhead::try_new(BulkheadConfig::max_concurrent(0)).is_err());
     }
 }

@@ -200,10 +200,24 @@ where
     /// the registry: it starts the registry afresh (keys made before are not
     /// kept).
     ///
+    /// # Panics
+    ///
+    /// If [`try_global`](Self::try_global) refuses `config`
+    /// (`max_concurrent(0)`).
+    #[must_use]
+    pub fn global(self, config: BulkheadConfig) -> Self {
+        match self.try_global(config) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`global`](Self::global), refusing a bad config instead of panicking.
+    ///
     /// # Errors
     ///
     /// A [`ConfigError`] for a config [`Bulkhead::try_new`] refuses.
-    pub fn global(self, config: BulkheadConfig) -> Result<Self, ConfigError> {
+    pub fn try_global(self, config: BulkheadConfig) -> Result<Self, ConfigError> {
         let global = Bulkhead::try_new(config.max_wait(Duration::ZERO))?;
         let overflow = Bulkhead::with_ceiling(self.s.config, Some(global.clone()))?;
         let (max_keys, idle_ttl) = (self.s.max_keys, self.s.idle_ttl);
