@@ -514,6 +514,43 @@ enum Failure<T, E> {
     TimedOut,
 }
 
+impl<T, E> Failure<T, E> {
+    /// The call's end on this failure when no further attempt is made:
+    /// `reason` says why, `None` when its class is not retried. A value
+    /// classified as a failure is the provider's last answer (as tower's retry
+    /// gives); an error ends the call as `Exhausted` or `Permanent`; a timeout
+    /// keeps the last error an earlier attempt returned.
+    fn end(
+        self,
+        attempts: u32,
+        class: ErrorClass,
+        reason: Option<ExhaustedReason>,
+        last_error: Option<E>,
+    ) -> Result<T, Error<E>> {
+        match self {
+            Failure::Error(source) => Err(match reason {
+                Some(reason) => Error::Exhausted {
+                    source,
+                    attempts,
+                    reason,
+                },
+                None => Error::Permanent {
+                    source,
+                    attempts,
+                    class,
+                },
+            }),
+            Failure::Value(value, _) => Ok(value),
+            Failure::TimedOut => Err(Error::Timeout {
+                attempts,
+                kind: TimeoutKind::Attempt,
+                reason,
+                last_error,
+            }),
+        }
+    }
+}
+
 impl<E: 'static, Op, Fut, T, C, B: BreakerHold, H: BulkheadHold> Future
     for Call<'_, E, Op, Fut, C, B, H>
 where
@@ -768,20 +805,7 @@ where
                     this.measure.value_failed(None);
                 }
                 this.state.set(State::Done);
-                return Poll::Ready(match failure {
-                    Failure::Error(source) => Err(Error::Permanent {
-                        source,
-                        attempts,
-                        class,
-                    }),
-                    Failure::Value(value, _) => Ok(value),
-                    Failure::TimedOut => Err(Error::Timeout {
-                        attempts,
-                        kind: TimeoutKind::Attempt,
-                        reason: None,
-                        last_error: this.last_error.take(),
-                    }),
-                });
+                return Poll::Ready(failure.end(attempts, class, None, this.last_error.take()));
             }
             let mut next = decide(
                 &inner.settings,
@@ -836,21 +860,12 @@ where
                         this.measure.value_failed(Some(reason));
                     }
                     this.state.set(State::Done);
-                    return Poll::Ready(match failure {
-                        Failure::Error(source) => Err(Error::Exhausted {
-                            source,
-                            attempts,
-                            reason,
-                        }),
-                        // The provider's last answer, as tower's retry gives.
-                        Failure::Value(value, _) => Ok(value),
-                        Failure::TimedOut => Err(Error::Timeout {
-                            attempts,
-                            kind: TimeoutKind::Attempt,
-                            reason: Some(reason),
-                            last_error: this.last_error.take(),
-                        }),
-                    });
+                    return Poll::Ready(failure.end(
+                        attempts,
+                        class,
+                        Some(reason),
+                        this.last_error.take(),
+                    ));
                 }
                 Next::Retry { delay, now } => {
                     let value_classified = matches!(failure, Failure::Value(..));
