@@ -4,9 +4,7 @@
 //!
 //! Run: `cargo bench -p safecall-bench --bench allocations`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::ready;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use failsafe::futures::CircuitBreaker as _;
@@ -18,28 +16,8 @@ use safecall_bench::peers::{
 };
 use safecall_bench::{Failure, OPEN, failsafe_breaker, key, op, recloser_breaker, runtime};
 
-/// Counts allocations (and reallocations); forwards everything to the system.
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: safecall_bench::CountingAlloc = safecall_bench::CountingAlloc;
 
 const CALLS: u64 = 10_000;
 const HOUR: Duration = Duration::from_secs(3600);
@@ -49,11 +27,11 @@ async fn per_call(mut call: impl AsyncFnMut(u64)) -> f64 {
     for i in 0..1_000 {
         call(i).await;
     }
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = safecall_bench::allocations();
     for i in 0..CALLS {
         call(i).await;
     }
-    (ALLOCS.load(Ordering::Relaxed) - before) as f64 / CALLS as f64
+    (safecall_bench::allocations() - before) as f64 / CALLS as f64
 }
 
 fn main() {

@@ -8,9 +8,8 @@
 //!
 //! Run: `cargo bench -p safecall-bench --features metrics --bench metrics`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use criterion::Criterion;
@@ -18,28 +17,8 @@ use metrics::NoopRecorder;
 use safecall::{Backoff, Breaker, BreakerConfig, BreakerRegistry, Outcome, RetryBudget, SafeCall};
 use safecall_bench::{Failure, op, runtime, time_batch};
 
-/// Counts allocations (and reallocations); forwards everything to the system.
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: safecall_bench::CountingAlloc = safecall_bench::CountingAlloc;
 
 /// One way of recording: the policies and breakers of every case.
 struct Setup {
@@ -177,13 +156,13 @@ fn main() {
                         for i in 0..1_000 {
                             run(i).await;
                         }
-                        let before = ALLOCS.load(Ordering::Relaxed);
+                        let before = safecall_bench::allocations();
                         for i in 0..calls {
                             run(i).await;
                         }
                         format!(
                             "{:.3}",
-                            (ALLOCS.load(Ordering::Relaxed) - before) as f64 / calls as f64
+                            (safecall_bench::allocations() - before) as f64 / calls as f64
                         )
                     })
                 })

@@ -251,3 +251,35 @@ pub mod peers {
             .expect("tower-resilience config")
     }
 }
+
+/// A global allocator that counts allocations (and reallocations) and
+/// forwards everything to the system's: a bench that reports allocations per
+/// call installs it with
+/// `#[global_allocator] static ALLOC: CountingAlloc = CountingAlloc;` and
+/// reads [`allocations`].
+pub struct CountingAlloc;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Allocations (and reallocations) counted so far, on every thread.
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc`, passed on as is.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: `p` came from `System` through this allocator.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: `p` came from `System` through this allocator.
+        unsafe { std::alloc::System.realloc(p, l, new) }
+    }
+}
