@@ -129,6 +129,7 @@ pub mod classify;
 mod error;
 pub mod fleet;
 pub mod health;
+pub mod hedge;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
@@ -150,8 +151,8 @@ pub use breaker::{
 pub use budget::RetryBudget;
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadPermit, BulkheadRegistry, BulkheadSnapshot};
 pub use call::{
-    Attempt, BreakerHold, BulkheadHold, Call, ClassifyOkWith, EveryOk, Fallback, NoBreaker,
-    NoBulkhead, Plain, WithAttempt,
+    Attempt, BreakerHold, BulkheadHold, Call, ClassifyOkWith, EveryOk, Fallback, HedgeHold,
+    NoBreaker, NoBulkhead, NoHedge, Plain, WithAttempt,
 };
 pub use classify::{
     AlwaysTransient, Classify, ErrorClass, classify_grpc_code, classify_http_status, classify_io,
@@ -159,5 +160,6 @@ pub use classify::{
 };
 pub use error::{ConfigError, Error, ExhaustedReason, TimeoutKind};
 pub use health::{HealthChecks, HealthReport, HealthStatus};
+pub use hedge::Hedge;
 pub use policy::{RetryEvent, SafeCall, SafeCallBuilder};
 pub use registry::BreakerRegistry;

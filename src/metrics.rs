@@ -212,7 +212,6 @@ impl CallOutcome {
 
 /// What `safecall.events` counts, as the `event` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // hedges are reserved
 pub(crate) enum Event {
     Retry,
     GiveUp,
@@ -350,10 +349,12 @@ const OUTCOMES: [CallOutcome; CallOutcome::COUNT] = [
     CallOutcome::BulkheadFull,
 ];
 
-/// The events a call counts today (hedges are not built yet).
-const CALL_EVENTS: [Event; 5] = [
+/// The events a call counts.
+const CALL_EVENTS: [Event; 7] = [
     Event::Retry,
     Event::GiveUp,
+    Event::HedgeSent,
+    Event::HedgeWon,
     Event::Rejected,
     Event::BulkheadRejected,
     Event::Fallback,

@@ -90,6 +90,13 @@ impl<B: BreakerHold> BreakerSlot<B> {
         self.permit = Some(raw);
     }
 
+    /// Take the permit of the attempt in flight (a hedged call's flight holds
+    /// it from then on).
+    #[inline(always)]
+    pub(crate) fn take(&mut self) -> Option<RawPermit> {
+        self.permit.take()
+    }
+
     /// Record how the attempt in flight ended, if a permit is held.
     #[inline(always)]
     pub(crate) fn record(&mut self, outcome: Outcome) {
