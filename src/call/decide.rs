@@ -33,13 +33,13 @@ pub(super) enum Next {
 /// The retry decision: pure but for the clock (read only with a deadline) and the
 /// jitter's random source. Kept out of the generic poll to limit
 /// monomorphisation. The budget is asked last, by the caller, so that a retry that
-/// will not happen for another reason never spends it. `wait` is the backoff
-/// index of the wait (it counts waits: a hedged call makes more attempts).
+/// will not happen for another reason never spends it. `attempts` is the
+/// attempts made, or for a hedged call with attempts left the waits so far
+/// (the backoff counts waits, not hedges; see `HedgeHold`'s `wait_index`).
 pub(super) fn decide(
     s: &Settings,
     class: ErrorClass,
     attempts: u32,
-    wait: u32,
     previous: &mut Duration,
     deadline: Option<Instant>,
 ) -> Next {
@@ -52,7 +52,7 @@ pub(super) fn decide(
     } else {
         s.random()
     };
-    let mut delay = s.backoff.delay(wait, *previous, random);
+    let mut delay = s.backoff.delay(attempts, *previous, random);
     if let ErrorClass::RetryAfter(hint) = class {
         if hint > s.max_retry_after {
             return Next::GiveUp(ExhaustedReason::RetryAfterTooLong { hint });

@@ -39,9 +39,11 @@ pub(crate) mod sealed_hedge {
         fn flight<Fut>(flight: Pin<&mut Self::Flight<Fut>>)
         -> Option<Pin<&mut super::Flight<Fut>>>;
         fn new_flight<Fut>() -> Self::Flight<Fut>;
-        /// The backoff index of the next wait: the rounds that ended in a
-        /// failure (without a hedge, the attempts made).
-        fn wait_index<Fut>(flight: &Self::Flight<Fut>, attempts: u32) -> u32;
+        /// What the retry decision counts: the attempts made when none is
+        /// left (it gives up), else the backoff index of the next wait. A
+        /// call without a hedge waits once per attempt: the attempts made.
+        /// A hedged call counts the rounds that ended in a failure.
+        fn wait_index<Fut>(flight: &Self::Flight<Fut>, attempts: u32, max_retries: u32) -> u32;
     }
 }
 
@@ -79,7 +81,7 @@ impl sealed_hedge::Hold for NoHedge {
     }
 
     #[inline(always)]
-    fn wait_index<Fut>(_flight: &NoFlight, attempts: u32) -> u32 {
+    fn wait_index<Fut>(_flight: &NoFlight, attempts: u32, _max_retries: u32) -> u32 {
         attempts
     }
 }
@@ -104,8 +106,12 @@ impl sealed_hedge::Hold for &Hedge {
     }
 
     #[inline(always)]
-    fn wait_index<Fut>(flight: &Flight<Fut>, _attempts: u32) -> u32 {
-        flight.rounds
+    fn wait_index<Fut>(flight: &Flight<Fut>, attempts: u32, max_retries: u32) -> u32 {
+        if attempts > max_retries {
+            attempts
+        } else {
+            flight.rounds
+        }
     }
 }
 impl HedgeHold for &Hedge {}

@@ -936,8 +936,7 @@ where
             let mut next = decide(
                 &inner.settings,
                 class,
-                attempts,
-                G::wait_index(&this.flight, attempts),
+                G::wait_index(&this.flight, attempts, s.max_retries),
                 this.previous_delay,
                 *this.deadline,
             );
