@@ -127,11 +127,11 @@ enum Trigger {
 /// use std::time::Duration;
 /// use safecall::Hedge;
 ///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
 /// let fixed = Hedge::after(Duration::from_millis(150)).max_extra(2);
 /// assert_eq!(fixed.delay(), Some(Duration::from_millis(150)));
 ///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() {
 /// let learnt = Hedge::at_percentile(0.95)
 ///     .min_samples(100)
 ///     .fallback_delay(Duration::from_millis(200));
