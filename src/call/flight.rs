@@ -142,7 +142,8 @@ pin_project! {
 /// What a slot keeps beside its attempt.
 #[derive(Debug, Default)]
 struct Meta {
-    /// The attempt's breaker permit.
+    /// A hedge's breaker permit (a round's first attempt keeps its permit in
+    /// the call's breaker slot, as an attempt of a call without a hedge does).
     permit: Option<RawPermit>,
     /// When it started.
     started: Option<Instant>,
@@ -168,13 +169,17 @@ pin_project! {
         #[pin] timer: Timer,
         meta: [Meta; MAX_IN_FLIGHT],
         in_flight: u8,
-        // The breaker the permits are of (a clone: the slots release their
-        // permits when the call is dropped, beside the call's own handle).
+        // The breaker the hedges' permits are of: a clone, taken when the
+        // call's first hedge starts, so that dropping the call releases them.
         breaker: Option<Breaker>,
         // This round's hedge delay; `None`: no hedge this round.
         delay: Option<Duration>,
-        // When the latest attempt started.
+        // When the latest attempt started; `None` for a round's first attempt
+        // until the clock is read (the timer is armed only once that attempt
+        // has not answered at its first poll).
         last_start: Option<Instant>,
+        // When the round's first attempt started, for a learning hedge.
+        first_start: Option<Instant>,
         // Start the next hedge now (an attempt failed while others are in flight).
         now_due: bool,
         // No further hedge in this call (a retry-after hint, an empty budget, a
@@ -220,6 +225,7 @@ impl<Fut> Flight<Fut> {
             breaker: None,
             delay: None,
             last_start: None,
+            first_start: None,
             now_due: false,
             stopped: false,
             rounds: 0,
@@ -233,6 +239,9 @@ pub(super) struct Ctx<'c, E, Op, C> {
     pub(super) op: &'c mut Op,
     pub(super) classify_ok: &'c C,
     pub(super) breaker: Option<&'c Breaker>,
+    /// The permit of the round's first attempt, held in the call's breaker
+    /// slot.
+    pub(super) first_permit: &'c mut Option<RawPermit>,
     pub(super) hedge: &'c Hedge,
     pub(super) attempts: &'c mut u32,
     pub(super) deadline: Option<Instant>,
@@ -261,31 +270,42 @@ impl<Fut, T, E> Flight<Fut>
 where
     Fut: Future<Output = Result<T, E>>,
 {
-    /// Starts a round with its first attempt, admitted and made by the call.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts a round with its first attempt, admitted and made by the call
+    /// (its permit, if any, stays in the call's breaker slot). `now` is the
+    /// clock if the call has read it.
     pub(super) fn first(
         mut self: Pin<&mut Self>,
         fut: Fut,
         limit: Option<(Instant, bool)>,
-        permit: Option<RawPermit>,
-        breaker: Option<&Breaker>,
+        probe: bool,
         hedge: &Hedge,
-        now: Instant,
+        now: Option<Instant>,
         number: u32,
     ) {
-        let this = self.as_mut().project();
-        if this.breaker.is_none() {
-            *this.breaker = breaker.cloned();
-        }
+        let mut this = self.as_mut().project();
         *this.now_due = false;
+        // A timer left from an earlier round would fire early.
+        if let TimerProj::On { .. } = this.timer.as_mut().project() {
+            this.timer.set(Timer::Off);
+        }
+        // A learning hedge reads the clock: its delay, and the attempt's
+        // latency.
+        let now = if hedge.learns() {
+            Some(now.unwrap_or_else(Instant::now))
+        } else {
+            now
+        };
+        *this.first_start = now;
         // No hedge beside a half-open probe: it runs alone.
-        let probe = permit.as_ref().is_some_and(RawPermit::is_probe);
         *this.delay = if probe || *this.stopped || hedge.extra() == 0 {
             None
         } else {
-            hedge.delay_at(now)
+            match now {
+                Some(now) => hedge.delay_at(now),
+                None => hedge.fixed_delay(),
+            }
         };
-        self.launch(fut, limit, permit, now, number, false);
+        self.launch(fut, limit, None, now, number, false);
     }
 
     /// Puts an attempt in a free slot.
@@ -294,12 +314,12 @@ where
         fut: Fut,
         limit: Option<(Instant, bool)>,
         permit: Option<RawPermit>,
-        now: Instant,
+        now: Option<Instant>,
         number: u32,
         hedge: bool,
     ) {
         let mut this = self.project();
-        let Some(i) = this.meta.iter().position(|m| m.started.is_none()) else {
+        let Some(i) = this.meta.iter().position(|m| m.number == 0) else {
             // Unreachable: at most `MAX_IN_FLIGHT` attempts are started. Never
             // leak the permit.
             if let (Some(b), Some(raw)) = (this.breaker.as_ref(), permit) {
@@ -321,27 +341,23 @@ where
         if let Some(meta) = this.meta.get_mut(i) {
             *meta = Meta {
                 permit,
-                started: Some(now),
+                started: now,
                 number,
                 hedge,
             };
         }
         *this.in_flight += 1;
-        *this.last_start = Some(now);
-        if let (Some(delay), false) = (*this.delay, *this.stopped) {
-            if !delay.is_zero() {
-                let at = now + delay;
-                match this.timer.as_mut().project() {
-                    TimerProj::On { sleep } => sleep.reset(at),
-                    TimerProj::Off => this.timer.set(Timer::On {
-                        sleep: tokio::time::sleep_until(at),
-                    }),
-                }
-            }
+        *this.last_start = now;
+        // The next hedge is one delay after this attempt's start: re-arm a
+        // running timer (an idle one is armed when first needed).
+        if let (Some(delay), Some(now), TimerProj::On { sleep }) =
+            (*this.delay, now, this.timer.as_mut().project())
+        {
+            sleep.reset(now + delay);
         }
     }
 
-    /// Polls the round: starts the hedges that are due, then the attempts.
+    /// Polls the round: the attempts in flight, then the hedges that are due.
     pub(super) fn poll_round<Op, C>(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -353,7 +369,6 @@ where
         E: 'static,
     {
         loop {
-            self.as_mut().start_due(cx, ctx);
             let mut landed = None;
             {
                 let this = self.as_mut().project();
@@ -381,11 +396,17 @@ where
                     break;
                 }
             }
-            let Some((i, out)) = landed else {
-                return Poll::Pending;
+            let failed_beside_others = match landed {
+                Some((i, out)) => match self.as_mut().land(i, out, ctx) {
+                    Some(done) => return Poll::Ready(done),
+                    None => true,
+                },
+                None => false,
             };
-            if let Some(done) = self.as_mut().land(i, out, ctx) {
-                return Poll::Ready(done);
+            // A failure beside others starts the next hedge before the rest
+            // are polled again.
+            if !self.as_mut().start_due(cx, ctx) && !failed_beside_others {
+                return Poll::Pending;
             }
         }
     }
@@ -403,15 +424,17 @@ where
         E: 'static,
     {
         let this = self.as_mut().project();
-        let meta = std::mem::take(this.meta.get_mut(i)?);
-        let breaker = this.breaker.as_ref();
+        let mut meta = std::mem::take(this.meta.get_mut(i)?);
+        if !meta.hedge {
+            meta.permit = ctx.first_permit.take();
+            meta.started = meta.started.or(*this.first_start);
+        }
         let finish = |outcome: Outcome, permit: Option<RawPermit>| {
-            if let (Some(b), Some(raw)) = (breaker, permit) {
+            if let (Some(b), Some(raw)) = (ctx.breaker, permit) {
                 b.finish_raw(raw, Some(outcome));
             }
         };
-        let learns = ctx.hedge.learns();
-        let now = learns.then(Instant::now);
+        let now = ctx.hedge.learns().then(Instant::now);
         if let (Some(now), Some(started), false) = (
             now,
             meta.started,
@@ -428,7 +451,7 @@ where
                         tracing::debug!(attempt = meta.number, "hedge won");
                         measure::event(&ctx.inner.settings, CallEvent::HedgeWon);
                     }
-                    self.abandon(ctx.hedge, now);
+                    self.abandon(ctx, now);
                     return Some(Landed::Won(value));
                 }
                 Some(class) => Failure::Value(value, class),
@@ -437,7 +460,7 @@ where
             Ended::TimedOut { at_deadline: true } => {
                 // The deadline covers every attempt: the call ends.
                 finish(Outcome::Failure, meta.permit);
-                self.abandon(ctx.hedge, now);
+                self.abandon(ctx, now);
                 tracing::debug!(attempts = *ctx.attempts, "deadline passed");
                 return Some(Landed::Ended(Err(Error::Timeout {
                     attempts: *ctx.attempts,
@@ -455,7 +478,7 @@ where
         };
         finish(breaker_outcome(class), meta.permit);
         if !class.is_retryable() {
-            self.abandon(ctx.hedge, now);
+            self.abandon(ctx, now);
             return Some(Landed::Failed(failure, class));
         }
         let this = self.project();
@@ -484,39 +507,57 @@ where
 
     /// Starts the hedges that are due: one delay after the latest attempt
     /// started, or at once after a failure, while slots, attempts, the budget
-    /// and the breaker allow.
-    fn start_due<Op, C>(mut self: Pin<&mut Self>, cx: &mut Context<'_>, ctx: &mut Ctx<'_, E, Op, C>)
+    /// and the breaker allow. Whether it started one.
+    fn start_due<Op, C>(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        ctx: &mut Ctx<'_, E, Op, C>,
+    ) -> bool
     where
         Op: sealed::MakeAttempt<Fut>,
     {
         let s = &ctx.inner.settings;
+        let mut started = false;
         loop {
-            let this = self.as_mut().project();
-            let Some(delay) = *this.delay else { return };
+            let mut this = self.as_mut().project();
+            let Some(delay) = *this.delay else {
+                return started;
+            };
             if *this.stopped
                 || usize::from(*this.in_flight) > ctx.hedge.extra() as usize
                 || *ctx.attempts > s.max_retries
             {
-                return;
+                return started;
             }
-            let due = std::mem::take(this.now_due)
-                || delay.is_zero()
-                || match this.timer.project() {
+            let due = std::mem::take(this.now_due) || delay.is_zero() || {
+                if let TimerProj::Off = this.timer.as_mut().project() {
+                    // The round's first attempt did not answer at once: arm
+                    // the timer from its start.
+                    let since = *this.last_start.get_or_insert_with(Instant::now);
+                    this.timer.set(Timer::On {
+                        sleep: tokio::time::sleep_until(since + delay),
+                    });
+                }
+                match this.timer.as_mut().project() {
                     TimerProj::On { sleep } => sleep.poll(cx).is_ready(),
                     TimerProj::Off => false,
-                };
+                }
+            };
             if !due {
-                return;
+                return started;
             }
             let now = Instant::now();
             if ctx.deadline.is_some_and(|d| now >= d) {
-                return;
+                return started;
             }
             let Some(permit) = self.as_mut().admit(ctx) else {
                 self.as_mut().project().timer.set(Timer::Off);
-                return;
+                return started;
             };
             let this = self.as_mut().project();
+            if permit.is_some() && this.breaker.is_none() {
+                *this.breaker = ctx.breaker.cloned();
+            }
             let since = this
                 .last_start
                 .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
@@ -527,7 +568,9 @@ where
             let time_left = ctx.deadline.map(|d| d.saturating_duration_since(now));
             let fut = ctx.op.make(Attempt { number, time_left });
             let limit = attempt_limit(s, Some(now), ctx.deadline);
-            self.as_mut().launch(fut, limit, permit, now, number, true);
+            self.as_mut()
+                .launch(fut, limit, permit, Some(now), number, true);
+            started = true;
         }
     }
 
@@ -575,20 +618,25 @@ where
     /// Drops every attempt still in flight: their permits are released
     /// without counting (or count as slow calls past the breaker's
     /// threshold), and a learning hedge records how long each had run.
-    fn abandon(self: Pin<&mut Self>, hedge: &Hedge, now: Option<Instant>) {
+    fn abandon<Op, C>(self: Pin<&mut Self>, ctx: &mut Ctx<'_, E, Op, C>, now: Option<Instant>) {
         let mut this = self.project();
         let slots = [this.s0, this.s1, this.s2, this.s3, this.s4];
         for (mut slot, meta) in slots.into_iter().zip(this.meta.iter_mut()) {
-            let meta = std::mem::take(meta);
-            let Some(started) = meta.started else {
+            let mut meta = std::mem::take(meta);
+            if meta.number == 0 {
                 continue;
-            };
+            }
             slot.set(Run::Empty);
-            if let (Some(b), Some(raw)) = (this.breaker.as_ref(), meta.permit) {
+            if !meta.hedge {
+                meta.permit = ctx.first_permit.take();
+                meta.started = meta.started.or(*this.first_start);
+            }
+            if let (Some(b), Some(raw)) = (ctx.breaker, meta.permit) {
                 b.abandon_raw(raw);
             }
-            if let Some(now) = now {
-                hedge.record(now.saturating_duration_since(started), now);
+            if let (Some(now), Some(started)) = (now, meta.started) {
+                ctx.hedge
+                    .record(now.saturating_duration_since(started), now);
             }
         }
         *this.in_flight = 0;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, Timeout};
 
-use crate::breaker::{Breaker, Outcome, Permit};
+use crate::breaker::{Breaker, Outcome, Permit, RawPermit};
 use crate::error::TimeoutKind;
 use crate::policy::{Inner, RetryEvent};
 use crate::{Error, ErrorClass, ExhaustedReason};
@@ -776,11 +776,14 @@ where
                     {
                         // A hedged call: the round's first attempt, and the
                         // hedges beside it, run in the flight.
-                        let now = now.unwrap_or_else(Instant::now);
-                        let limit = attempt_limit(s, Some(now), *this.deadline);
-                        let permit = this.breaker.take();
-                        let breaker = this.breaker.get();
-                        flight.first(fut, limit, permit, breaker, hedge, now, *this.attempts);
+                        let limit = attempt_limit(s, now, *this.deadline);
+                        let probe = this
+                            .breaker
+                            .parts()
+                            .1
+                            .as_ref()
+                            .is_some_and(RawPermit::is_probe);
+                        flight.first(fut, limit, probe, hedge, now, *this.attempts);
                         this.state.set(State::Hedged);
                         continue;
                     }
@@ -887,11 +890,13 @@ where
                         this.state.set(State::Done);
                         return Poll::Pending;
                     };
+                    let (breaker, first_permit) = this.breaker.parts();
                     let mut ctx = flight::Ctx {
                         inner,
                         op: &mut *this.op,
                         classify_ok: &*this.classify_ok,
-                        breaker: this.breaker.get(),
+                        breaker,
+                        first_permit,
                         hedge,
                         attempts: &mut *this.attempts,
                         deadline: *this.deadline,

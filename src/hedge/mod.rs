@@ -262,6 +262,16 @@ impl Hedge {
         self.tracker.samples(Instant::now())
     }
 
+    /// The delay of a fixed hedge ([`after`](Self::after)), read without the
+    /// clock; `None` for a learning one.
+    #[inline]
+    pub(crate) fn fixed_delay(&self) -> Option<Duration> {
+        match self.trigger {
+            Trigger::After(d) => Some(d),
+            Trigger::Percentile(_) => None,
+        }
+    }
+
     /// The hedge delay at `now`.
     pub(crate) fn delay_at(&self, now: Instant) -> Option<Duration> {
         match self.trigger {
