@@ -97,6 +97,8 @@
 //!   (the `safecall-redis` crate implements it on Redis).
 //! - [`health`]: named checks and breaker states folded into a report for a
 //!   health endpoint.
+//! - [`hedge`]: hedged (backup) requests against tail latency, with
+//!   [`Call::hedge`].
 //! - `testing` (feature `testing`): scripted operations and chaos injection, to
 //!   test your own policies on a paused clock.
 //! - `tower` (feature `tower`): `SafeCallLayer`, the policy and per-tenant

@@ -58,7 +58,8 @@
 //! | `cooled_down` | a breaker starting (or extending) a cool-down on a server's retry-after hint | the breaker's registry name |
 //! | `bulkhead_rejected` | a call ended by a full bulkhead (every `bulkhead_full` outcome) | the policy's name |
 //! | `fallback` | a [fallback](crate::Call::fallback) served a stand-in value (the call's own outcome is still recorded: `circuit_open`, say) | the policy's name |
-//! | `hedge_sent`, `hedge_won` | reserved for hedging (not built yet) | |
+//! | `hedge_sent` | a [hedged](crate::Call::hedge) call started a backup attempt beside one in flight | the policy's name |
+//! | `hedge_won` | a backup attempt answered first and served the call (`hedge_won / hedge_sent` says whether hedges help) | the policy's name |
 //!
 //! A breaker serves every policy that calls through it, so its transitions
 //! are counted once, under its registry's name in the `policy` label (a
