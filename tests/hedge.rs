@@ -646,3 +646,39 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn designs_example_as_written_and_every_chaining_order() {
+    async fn get_profile(id: u32) -> Result<u32, Failed> {
+        Ok(id)
+    }
+    let policy = policy(3);
+    let b = Breaker::new(BreakerConfig::default());
+    let id = 46;
+    let hedge = Hedge::after(Duration::from_millis(150)).max_extra(1); // or Hedge::at_percentile(0.95)
+    let value = policy
+        .call(|| get_profile(id))
+        .hedge(&hedge)
+        .breaker(&b)
+        .await;
+    assert_eq!(value.unwrap(), 46);
+    let learnt = Hedge::at_percentile(0.95);
+    let bulkhead = Bulkhead::new(BulkheadConfig::max_concurrent(1));
+    let value = policy
+        .call(|| get_profile(id))
+        .classify_ok(|_: &u32| None)
+        .bulkhead(&bulkhead)
+        .hedge(&learnt)
+        .breaker(&b)
+        .fallback(|_| Some(0))
+        .await;
+    assert_eq!(value.unwrap(), 46);
+    let value = policy
+        .call(|| get_profile(id))
+        .breaker(&b)
+        .hedge(&hedge)
+        .classify_ok(|_: &u32| None)
+        .bulkhead(&bulkhead)
+        .await;
+    assert_eq!(value.unwrap(), 46);
+}
