@@ -191,7 +191,9 @@ pin_project! {
     ///
     /// # Cancellation
     ///
-    /// Dropping it drops the attempt in flight or the wait; the operation is not
+    /// Dropping it drops the attempt in flight (every attempt, for a hedged
+    /// call) or the wait, and releases their breaker permits without
+    /// counting; the operation is not
     /// invoked again. Polling it again after it has resolved returns
     /// `Poll::Pending`.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
