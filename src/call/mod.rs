@@ -193,9 +193,8 @@ pin_project! {
     ///
     /// Dropping it drops the attempt in flight (every attempt, for a hedged
     /// call) or the wait, and releases their breaker permits without
-    /// counting; the operation is not
-    /// invoked again. Polling it again after it has resolved returns
-    /// `Poll::Pending`.
+    /// counting; the operation is not invoked again. Polling it again after
+    /// it has resolved returns `Poll::Pending`.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct Call<
         'a,
