@@ -394,6 +394,27 @@ async fn a_retry_after_hint_stops_further_hedges() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_hint_given_beside_others_is_a_floor_for_the_next_wait() {
+    let log = Rc::new(Log::default());
+    let hedge = Hedge::after(ms(100));
+    let result = policy(3)
+        .call_with(scripted(
+            vec![
+                (ms(300), Out::Transient),
+                (ms(50), Out::RetryAfter(ms(2_000))),
+                (ms(10), Out::Ok),
+            ],
+            &log,
+        ))
+        .hedge(&hedge)
+        .await;
+    assert_eq!(result.unwrap(), 3);
+    // Attempt 1's transient failure ends the round at 300 ms; the wait is the
+    // hint (2 s), not the backoff's 1 s.
+    assert_eq!(log.started(), [ms(0), ms(100), ms(2_300)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_retry_after_hint_with_nothing_in_flight_is_waited_out_as_a_retry() {
     let log = Rc::new(Log::default());
     let hedge = Hedge::after(ms(100));

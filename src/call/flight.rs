@@ -100,6 +100,9 @@ pin_project! {
         stopped: bool,
         // Rounds that ended in a failure: the backoff index of the next wait.
         rounds: u32,
+        // The longest retry-after hint an attempt got beside others in this
+        // round: a floor for the wait if the round ends in a failure.
+        hint: Option<Duration>,
     }
     impl<Fut> PinnedDrop for Flight<Fut> {
         fn drop(this: Pin<&mut Self>) {
@@ -147,6 +150,7 @@ impl<Fut> Flight<Fut> {
             now_due: false,
             stopped: false,
             rounds: 0,
+            hint: None,
         }
     }
 }
@@ -250,6 +254,7 @@ where
     ) {
         let mut this = self.as_mut().project();
         *this.now_due = false;
+        *this.hint = None;
         // A timer left from an earlier round would fire early.
         if let TimerProj::On { .. } = this.timer.as_mut().project() {
             this.timer.set(Timer::Off);
@@ -449,8 +454,14 @@ where
         }
         let this = self.project();
         if *this.in_flight == 0 {
-            // Nothing left in flight: the call's retry schedule resumes.
+            // Nothing left in flight: the call's retry schedule resumes, not
+            // sooner than a server's hint to an attempt of this round.
             *this.rounds += 1;
+            let class = match (class, *this.hint) {
+                (ErrorClass::RetryAfter(d), Some(hint)) => ErrorClass::RetryAfter(d.max(hint)),
+                (_, Some(hint)) => ErrorClass::RetryAfter(hint),
+                (class, None) => class,
+            };
             return Some(Landed::Failed(failure, class));
         }
         tracing::debug!(
@@ -462,9 +473,10 @@ where
         if let Failure::Error(error) = failure {
             *ctx.last_error = Some(error);
         }
-        if matches!(class, ErrorClass::RetryAfter(_)) {
+        if let ErrorClass::RetryAfter(d) = class {
             // The server asked for quiet: no further hedge in this call.
             *this.stopped = true;
+            *this.hint = Some(this.hint.map_or(d, |h| h.max(d)));
         } else if this.delay.is_some() {
             *this.now_due = true;
         }

@@ -36,7 +36,8 @@
 //!   the last failure ends the call.
 //! - `Permanent` or `CallerFault` ends the call at once and drops the rest.
 //!   `RetryAfter` stops further hedges for the call; the attempts in flight go
-//!   on, and with none in flight the hint is waited out as a retry.
+//!   on, and with none in flight the hint is waited out as a retry (a hint
+//!   given beside others stays a floor for the wait if they fail too).
 //! - One bulkhead permit covers all the call's attempts; `classify_ok` applies
 //!   to each attempt's value.
 //!
