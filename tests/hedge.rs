@@ -626,15 +626,19 @@ fn out() -> impl Strategy<Value = Out> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// Hedges and retries mixed: never more than `max_retries + 1` attempts,
-    /// never more than `max_extra + 1` in flight, the error's count is the
-    /// invocations made, and nothing is left running.
+    /// Hedges and retries mixed, with a breaker (sometimes half-open) and a
+    /// bulkhead, sometimes cancelled: never more than `max_retries + 1`
+    /// attempts, never more than `max_extra + 1` in flight, the error's count
+    /// is the invocations made, nothing is left running, and no bulkhead
+    /// permit or probe slot is leaked.
     #[test]
     fn attempts_never_exceed_max_retries_plus_one(
         max_retries in 0u32..6,
         max_extra in 0u32..6,
         delay in 0u64..300,
         deadline in proptest::option::of(100u64..3_000),
+        cancel_at in proptest::option::of(0u64..3_000),
+        half_open in any::<bool>(),
         script in proptest::collection::vec((0u64..500, out()), 0..10),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -652,16 +656,45 @@ proptest! {
                 builder = builder.deadline(ms(d));
             }
             let policy = builder.build().unwrap();
+            // Closed and never tripping, or half-open (then its first counted
+            // failure opens it again).
+            let breaker = Breaker::new(
+                BreakerConfig::default()
+                    .consecutive_failures(if half_open { 1 } else { 1_000 })
+                    .open_duration(ms(10))
+                    .retry_after_cooldown(false),
+            );
+            if half_open {
+                breaker.try_acquire().unwrap().record(safecall::Outcome::Failure);
+                advance(ms(10)).await;
+                prop_assert_eq!(breaker.state(), BreakerState::HalfOpen);
+            }
+            let bulkhead = Bulkhead::new(BulkheadConfig::max_concurrent(1));
             let hedge = Hedge::after(ms(delay)).max_extra(max_extra);
             let log = Rc::new(Log::default());
             let script = script.into_iter().map(|(l, o)| (ms(l), o)).collect();
-            let result = policy.call_with(scripted(script, &log)).hedge(&hedge).await;
+            let call = policy
+                .call_with(scripted(script, &log))
+                .breaker(&breaker)
+                .bulkhead(&bulkhead)
+                .hedge(&hedge);
+            let result = match cancel_at {
+                Some(at) => tokio::time::timeout(ms(at), call).await.ok(),
+                None => Some(call.await),
+            };
             let made = u32::try_from(log.started().len()).unwrap();
             prop_assert!(made <= max_retries + 1, "{made} attempts");
             prop_assert!(log.max_live.get() <= max_extra.min(4) + 1);
+            if half_open {
+                prop_assert!(log.max_live.get() <= 1, "a probe runs alone");
+            }
             prop_assert_eq!(log.live.get(), 0);
-            if let Err(e) = &result {
+            prop_assert_eq!(bulkhead.in_use(), 0);
+            if let Some(Err(e)) = &result {
                 prop_assert_eq!(e.attempts(), made);
+            }
+            if breaker.state() == BreakerState::HalfOpen {
+                prop_assert!(breaker.try_acquire().is_ok(), "a probe slot leaked");
             }
             Ok(())
         })?;
