@@ -305,10 +305,14 @@ where
                 at_deadline,
             },
         };
-        let slots = [this.s0, this.s1, this.s2, this.s3, this.s4];
-        if let Some(mut slot) = slots.into_iter().nth(i) {
-            slot.set(run);
-        }
+        let mut slot = match i {
+            0 => this.s0,
+            1 => this.s1,
+            2 => this.s2,
+            3 => this.s3,
+            _ => this.s4,
+        };
+        slot.set(run);
         if let Some(meta) = this.meta.get_mut(i) {
             *meta = Meta {
                 permit,
@@ -598,6 +602,12 @@ where
     /// threshold), and a learning hedge records how long each had run.
     fn abandon<Op, C>(self: Pin<&mut Self>, ctx: &mut Ctx<'_, E, Op, C>, now: Option<Instant>) {
         let mut this = self.project();
+        if let TimerProj::On { .. } = this.timer.as_mut().project() {
+            this.timer.set(Timer::Off);
+        }
+        if *this.in_flight == 0 {
+            return;
+        }
         let slots = [this.s0, this.s1, this.s2, this.s3, this.s4];
         for (mut slot, meta) in slots.into_iter().zip(this.meta.iter_mut()) {
             let mut meta = std::mem::take(meta);
@@ -618,6 +628,5 @@ where
             }
         }
         *this.in_flight = 0;
-        this.timer.set(Timer::Off);
     }
 }
