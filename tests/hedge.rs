@@ -736,3 +736,18 @@ async fn designs_example_as_written_and_every_chaining_order() {
         .await;
     assert_eq!(value.unwrap(), 46);
 }
+
+#[test]
+fn a_hedged_call_is_send_when_its_operation_is() {
+    fn assert_send<T: Send>(_: &T) {}
+    let policy = policy(3);
+    let breaker = Breaker::new(BreakerConfig::default());
+    let hedge = Hedge::after(ms(10));
+    let call = policy
+        .call(|| async { Ok::<u32, Failed>(1) })
+        .breaker(&breaker)
+        .hedge(&hedge);
+    assert_send(&call);
+    let hedge_is_cheap_to_share: fn(&Hedge) -> Hedge = Hedge::clone;
+    assert_eq!(hedge_is_cheap_to_share(&hedge).delay(), Some(ms(10)));
+}
