@@ -162,6 +162,9 @@ pin_project! {
         bulkhead: BulkheadSlot<H>,
         attempts: u32,
         started: bool,
+        // Resolved with a success whose attempt future is left in `state`
+        // (dropped with the call): cheaper than replacing the state.
+        finished: bool,
         previous_delay: Duration,
         deadline: Option<Instant>,
         // The operation's error from the latest attempt that returned one and
@@ -178,6 +181,7 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
+    #[project_replace = StateReplace]
     enum State<Fut> {
         // About to make an attempt.
         Start,
@@ -230,6 +234,7 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             bulkhead: BulkheadSlot::new(NoBulkhead),
             attempts: 0,
             started: false,
+            finished: false,
             previous_delay,
             last_error: None,
             deadline: None,
@@ -252,6 +257,7 @@ macro_rules! remake {
             bulkhead: $h,
             attempts,
             started,
+            finished,
             previous_delay,
             last_error,
             deadline,
@@ -267,6 +273,7 @@ macro_rules! remake {
             bulkhead: $new_h,
             attempts,
             started,
+            finished,
             previous_delay,
             last_error,
             deadline,
@@ -592,6 +599,9 @@ where
         let inner: &Inner<E> = this.inner.get();
         let s = &inner.settings;
         let mut first_now = None;
+        if *this.finished {
+            return Poll::Pending;
+        }
         if !*this.started {
             *this.started = true;
             if let Some(budget) = budget_of(s, this.breaker.get()) {
@@ -691,12 +701,18 @@ where
                         number: *this.attempts,
                         time_left,
                     });
+                    // `project_replace`, not `set`: the state is `Start`,
+                    // which needs no drop (saves the generic drop glue's call).
                     match attempt_limit(s, now, *this.deadline) {
-                        None => this.state.set(State::Running { fut }),
-                        Some((end, at_deadline)) => this.state.set(State::Timed {
-                            fut: tokio::time::timeout_at(end, fut),
-                            at_deadline,
-                        }),
+                        None => {
+                            this.state.as_mut().project_replace(State::Running { fut });
+                        }
+                        Some((end, at_deadline)) => {
+                            this.state.as_mut().project_replace(State::Timed {
+                                fut: tokio::time::timeout_at(end, fut),
+                                at_deadline,
+                            });
+                        }
                     }
                     continue;
                 }
@@ -704,7 +720,7 @@ where
                     Ok(value) => match this.classify_ok.classify_ok(&value) {
                         None => {
                             this.breaker.record(Outcome::Success);
-                            this.state.set(State::Done);
+                            *this.finished = true;
                             return Poll::Ready(Ok(value));
                         }
                         Some(class) => Failure::Value(value, class),
@@ -715,7 +731,7 @@ where
                     Ok(Ok(value)) => match this.classify_ok.classify_ok(&value) {
                         None => {
                             this.breaker.record(Outcome::Success);
-                            this.state.set(State::Done);
+                            *this.finished = true;
                             return Poll::Ready(Ok(value));
                         }
                         Some(class) => Failure::Value(value, class),
@@ -893,7 +909,7 @@ where
                         *this.last_error = Some(error);
                     }
                     if delay.is_zero() {
-                        this.state.set(State::Start);
+                        this.state.as_mut().project_replace(State::Start);
                     } else {
                         let sleep = match now.and_then(|n| n.checked_add(delay)) {
                             Some(at) => tokio::time::sleep_until(at),
