@@ -679,3 +679,26 @@ fn debug_output_names_the_types() {
     );
     assert!(format!("{policy:?}").starts_with("SafeCall"));
 }
+
+/// A resolved call polled again answers `Pending` and invokes nothing more,
+/// after a success (the attempt's future is kept until the call is dropped)
+/// and after a failure.
+#[tokio::test(start_paused = true)]
+async fn a_resolved_call_polled_again_is_pending_and_calls_nothing() {
+    let policy: SafeCall<TestError> = seed_policy().build().unwrap();
+    for outcome in [Ok(7u32), Err(status(400))] {
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let mut call = std::pin::pin!(policy.call(|| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            let outcome = outcome.clone();
+            async move { outcome }
+        }));
+        let first = futures::poll!(call.as_mut());
+        assert!(first.is_ready(), "{outcome:?}: resolves on its first poll");
+        for _ in 0..3 {
+            assert!(futures::poll!(call.as_mut()).is_pending());
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "{outcome:?}");
+    }
+}

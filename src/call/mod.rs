@@ -37,6 +37,7 @@ macro_rules! remake {
             flight: $f,
             attempts,
             started,
+            finished,
             previous_delay,
             last_error,
             deadline,
@@ -54,6 +55,7 @@ macro_rules! remake {
             flight: $new_f,
             attempts,
             started,
+            finished,
             previous_delay,
             last_error,
             deadline,
@@ -220,6 +222,9 @@ pin_project! {
         flight: G::Flight<Fut>,
         attempts: u32,
         started: bool,
+        // Resolved with a success whose attempt future is left in `state`
+        // (dropped with the call): cheaper than replacing the state.
+        finished: bool,
         previous_delay: Duration,
         deadline: Option<Instant>,
         // The operation's error from the latest attempt that returned one and
@@ -236,6 +241,7 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
+    #[project_replace = StateReplace]
     enum State<Fut> {
         // About to make an attempt.
         Start,
@@ -292,6 +298,7 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             flight: holders::NoFlight,
             attempts: 0,
             started: false,
+            finished: false,
             previous_delay,
             last_error: None,
             deadline: None,
@@ -622,6 +629,9 @@ where
         let inner: &Inner<E> = this.inner.get();
         let s = &inner.settings;
         let mut first_now = None;
+        if *this.finished {
+            return Poll::Pending;
+        }
         if !*this.started {
             *this.started = true;
             if let Some(budget) = budget_of(s, this.breaker.get()) {
@@ -736,15 +746,21 @@ where
                             .as_ref()
                             .is_some_and(RawPermit::is_probe);
                         flight.first(fut, limit, probe, hedge, now, *this.attempts);
-                        this.state.set(State::Hedged);
+                        this.state.as_mut().project_replace(State::Hedged);
                         continue;
                     }
+                    // `project_replace`, not `set`: the state is `Start`,
+                    // which needs no drop (saves the generic drop glue's call).
                     match attempt_limit(s, now, *this.deadline) {
-                        None => this.state.set(State::Running { fut }),
-                        Some((end, at_deadline)) => this.state.set(State::Timed {
-                            fut: tokio::time::timeout_at(end, fut),
-                            at_deadline,
-                        }),
+                        None => {
+                            this.state.as_mut().project_replace(State::Running { fut });
+                        }
+                        Some((end, at_deadline)) => {
+                            this.state.as_mut().project_replace(State::Timed {
+                                fut: tokio::time::timeout_at(end, fut),
+                                at_deadline,
+                            });
+                        }
                     }
                     continue;
                 }
@@ -752,7 +768,7 @@ where
                     Ok(value) => match this.classify_ok.classify_ok(&value) {
                         None => {
                             this.breaker.record(Outcome::Success);
-                            this.state.set(State::Done);
+                            *this.finished = true;
                             return Poll::Ready(Ok(value));
                         }
                         Some(class) => Failure::Value(value, class),
@@ -763,7 +779,7 @@ where
                     Ok(Ok(value)) => match this.classify_ok.classify_ok(&value) {
                         None => {
                             this.breaker.record(Outcome::Success);
-                            this.state.set(State::Done);
+                            *this.finished = true;
                             return Poll::Ready(Ok(value));
                         }
                         Some(class) => Failure::Value(value, class),
@@ -976,7 +992,7 @@ where
                         *this.last_error = Some(error);
                     }
                     if delay.is_zero() {
-                        this.state.set(State::Start);
+                        this.state.as_mut().project_replace(State::Start);
                     } else {
                         let sleep = match now.and_then(|n| n.checked_add(delay)) {
                             Some(at) => tokio::time::sleep_until(at),
