@@ -23,11 +23,12 @@ use tokio::time::Instant;
 use crate::ConfigError;
 use crate::breaker::config::RateRule;
 use crate::breaker::permit::{Kind, Outcome, Permit};
-use crate::breaker::shared::{Core, Inner, KeyLabel, Moved, Unkeyed, generation_of};
+use crate::breaker::shared::{Core, Ext, Inner, KeyLabel, Moved, Unkeyed, generation_of};
 use crate::breaker::state::{
     Admission, COOLING, Change, FLAGS_MASK, FORCED, OPEN_BITS, PHASE_MASK, Phase, ProbeResult,
     REMOTE,
 };
+use crate::breaker::window::Window;
 use crate::breaker::{
     BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, RefusalCause, Rejected, Transition,
     TransitionCause,
@@ -155,12 +156,50 @@ impl Breaker {
                 started,
             ));
         }
-        self.acquire_slow(w)
+        self.acquire_open(w)
     }
 
+    /// Not plainly closed: an enabled breaker that is forced open, or within
+    /// its open period or a cool-down, refuses here without the lock, reading
+    /// the clock once (none for a forced open). Everything else (other modes,
+    /// another replica's hold, half-open, a period that has ended) goes on to
+    /// [`acquire_slow`](Self::acquire_slow) with that reading.
+    #[inline(never)]
+    fn acquire_open(&self, w: u64) -> Result<Permit<'_>, Rejected> {
+        let core = self.core();
+        let s = &*core.settings;
+        if s.mode != BreakerMode::Enabled {
+            return self.acquire_slow(w, None);
+        }
+        if w & FORCED != 0 {
+            return Err(Rejected::new(s.open_duration, RefusalCause::ForcedOpen));
+        }
+        let open = w & PHASE_MASK == OPEN_BITS;
+        // Another replica's hold: the machine names the refusal's cause.
+        if w & REMOTE == 0 && (open || w & COOLING != 0) {
+            if let Some(ext) = core.ext.get() {
+                let until = ext.refuse_until.load(Ordering::Acquire);
+                let now = Instant::now();
+                let t = ext.nanos(now);
+                if t < until {
+                    let cause = if open {
+                        RefusalCause::Open
+                    } else {
+                        RefusalCause::CoolingDown
+                    };
+                    return Err(Rejected::new(Duration::from_nanos(until - t), cause));
+                }
+                return self.acquire_slow(w, Some(now));
+            }
+        }
+        self.acquire_slow(w, None)
+    }
+
+    /// Everything [`acquire_open`](Self::acquire_open) does not settle, at
+    /// `now` (read here if `None`).
     #[cold]
     #[inline(never)]
-    fn acquire_slow(&self, w: u64) -> Result<Permit<'_>, Rejected> {
+    fn acquire_slow(&self, w: u64, now: Option<Instant>) -> Result<Permit<'_>, Rejected> {
         let core = self.core();
         let s = &*core.settings;
         match s.mode {
@@ -174,7 +213,7 @@ impl Breaker {
             }
             _ => {}
         }
-        let now = Instant::now();
+        let now = now.unwrap_or_else(Instant::now);
         let started = s.slow_call.map(|_| now);
         let ext = core.ext(now);
         let refuse = |retry_in: Duration, cause: RefusalCause| {
@@ -291,43 +330,114 @@ impl Breaker {
     /// window check is lock-free: a success checked in the instant before the
     /// breaker closes may still be counted in the new window; it can only
     /// dilute the failure rate by one call, never count as a failure.)
+    ///
+    /// The common case is kept small enough to inline: an extension already
+    /// built, no streak to end, and a time window (the default) that counts
+    /// the success as pending, or no window. Everything else is out of line.
     #[inline]
     pub(crate) fn record_success(&self, generation: Option<u32>) {
         let core = self.core();
-        core.clear_consecutive(generation);
-        let ratio = match core.settings.rate {
-            RateRule::None => return,
-            RateRule::Time { ratio, .. } | RateRule::Count { ratio, .. } => ratio,
+        let Some(ext) = core.ext.get() else {
+            // No extension: no streak to end, no window yet.
+            if !matches!(core.settings.rate, RateRule::None) {
+                self.record_success_slow(generation);
+            }
+            return;
+        };
+        if ext.consecutive_count() != 0 {
+            self.end_streak(generation);
+        }
+        match &ext.window {
+            Window::None => {}
+            Window::Time(w) => {
+                if generation.is_some_and(|g| generation_of(core.word.load(Ordering::Relaxed)) != g)
+                {
+                    return;
+                }
+                // Counted as pending; the clock is read only when the window
+                // may hold a failure, or for every 16th success.
+                if w.defer_success() {
+                    self.settle_success(ext, generation);
+                }
+            }
+            Window::Count(_) => self.count_success(ext, generation),
+        }
+    }
+
+    /// End the streak of failures of `generation` (out of line: rare on the
+    /// success path).
+    #[cold]
+    #[inline(never)]
+    fn end_streak(&self, generation: Option<u32>) {
+        self.core().clear_consecutive(generation);
+    }
+
+    /// [`record_success`](Self::record_success) of a breaker with a
+    /// failure-rate rule but no extension yet (no streak to end).
+    #[cold]
+    #[inline(never)]
+    fn record_success_slow(&self, generation: Option<u32>) {
+        let core = self.core();
+        if let Some(g) = generation {
+            if generation_of(core.word.load(Ordering::Relaxed)) != g {
+                return;
+            }
+        }
+        let ext = core.ext(Instant::now());
+        match &ext.window {
+            Window::None => {}
+            Window::Time(w) => {
+                if w.defer_success() {
+                    self.settle_success(ext, generation);
+                }
+            }
+            Window::Count(_) => self.count_success(ext, generation),
+        }
+    }
+
+    /// A success into a count window (it needs no time; the window drops one
+    /// of another generation under its lock).
+    #[inline(never)]
+    fn count_success(&self, ext: &Ext, generation: Option<u32>) {
+        let core = self.core();
+        let (RateRule::Time { ratio, .. } | RateRule::Count { ratio, .. }) = core.settings.rate
+        else {
+            return;
         };
         if let Some(g) = generation {
             if generation_of(core.word.load(Ordering::Relaxed)) != g {
                 return;
             }
         }
-        let ext = match core.ext.get() {
-            Some(ext) => &**ext,
-            None => core.ext(Instant::now()),
-        };
-        let (now, t) = match core.settings.rate {
-            RateRule::Time { .. } => {
-                // Counted as pending; the clock is read only when the window
-                // may hold a failure, or for every 16th success.
-                if !ext.window.defer_success() {
-                    return;
-                }
-                let now = Instant::now();
-                let t = ext.nanos(now);
-                ext.window.settle(t);
-                (Some(now), t)
-            }
-            // A count window needs no time.
-            _ => {
-                ext.window.record(0, false, generation);
-                (None, 0)
-            }
-        };
+        ext.window.record(0, false, generation);
         // Summing the window is needed only if it may hold a failure: a
         // success can then be the call that reaches `minimum_calls`.
+        if let Some(generation) = generation {
+            if ext.window.may_hold_failures(0)
+                && ext
+                    .window
+                    .stats(0)
+                    .trips(ratio, core.settings.minimum_calls)
+            {
+                self.trip(generation, TransitionCause::FailureRate, None);
+            }
+        }
+    }
+
+    /// Date a time window's pending successes (this one included) at a clock
+    /// reading, and trip on the failure rate if the window may hold a
+    /// failure and its counts now reach the rule.
+    #[cold]
+    #[inline(never)]
+    fn settle_success(&self, ext: &Ext, generation: Option<u32>) {
+        let core = self.core();
+        let now = Instant::now();
+        let t = ext.nanos(now);
+        ext.window.settle(t);
+        let (RateRule::Time { ratio, .. } | RateRule::Count { ratio, .. }) = core.settings.rate
+        else {
+            return;
+        };
         if let Some(generation) = generation {
             if ext.window.may_hold_failures(t)
                 && ext
@@ -335,7 +445,7 @@ impl Breaker {
                     .stats(t)
                     .trips(ratio, core.settings.minimum_calls)
             {
-                self.trip(generation, TransitionCause::FailureRate, now);
+                self.trip(generation, TransitionCause::FailureRate, Some(now));
             }
         }
     }

@@ -69,6 +69,7 @@ impl Streak {
     }
 }
 
+#[inline]
 pub(super) fn generation_of(w: u64) -> u32 {
     (w >> GEN_SHIFT) as u32 & GEN_MASK
 }
@@ -150,6 +151,7 @@ impl Ext {
     }
 
     /// The consecutive-failure count, whatever generation it belongs to.
+    #[inline]
     pub(crate) fn consecutive_count(&self) -> u32 {
         Streak(self.consecutive.load(Ordering::Relaxed)).count()
     }
