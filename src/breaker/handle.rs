@@ -119,7 +119,7 @@ impl Breaker {
         let core = self.core();
         core.settings.retry_budget?;
         let ext = match core.ext.get() {
-            Some(ext) => &**ext,
+            Some(ext) => ext,
             None => core.ext(Instant::now()),
         };
         ext.budget.as_deref()

@@ -112,7 +112,7 @@ use crate::ConfigError;
 use crate::breaker::{Breaker, BreakerConfig, BreakerSnapshot, Core, Inner, Settings};
 use eviction::{At, Goal, Queue, Step, TIDY};
 pub use fleet::{Applied, SyncTarget};
-use shard::Shard;
+use shard::{Shard, key_of};
 
 /// Stamp of an entry used since the eviction hand last passed it.
 const TOUCHED: u32 = u32::MAX;
@@ -127,6 +127,17 @@ fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Mark a breaker as used since the eviction hand last passed it. A write
+/// only when the mark is not already there: lookups of a key in steady use
+/// read its word and leave its cache line shared.
+#[inline]
+fn touch(b: &Breaker) {
+    let core = &b.0.core;
+    if core.seen() != TOUCHED {
+        core.set_seen(TOUCHED);
+    }
 }
 
 /// The key of the overflow breaker, for events.
@@ -361,7 +372,7 @@ where
                 let shard = shard
                     .into_inner()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (h, e) in shard.map.into_iter().chain(shard.collisions) {
+                for (h, e) in shard.into_entries() {
                     if let Some(home) = shards.get_mut(shard_index(h, n)) {
                         home.insert(h, e);
                     }
@@ -529,13 +540,71 @@ where
     {
         let h = self.s.hasher.hash_one(key);
         let shard = &self.s.shards[self.shard_of(h)];
-        if let Some(e) = read(shard).find(h, key) {
-            if e.core.seen() != TOUCHED {
-                e.core.set_seen(TOUCHED);
-            }
-            return Breaker(Arc::clone(e) as Arc<Inner<_>>);
+        if let Some(b) = read(shard).find(h, key) {
+            touch(b);
+            return b.clone();
         }
         self.insert_slow(h, key)
+    }
+
+    /// Run `f` on the breaker for `key` (created on first use, as
+    /// [`get`](Self::get) does) without taking a handle: the borrowing
+    /// lookup, for synchronous use of a breaker (ask, run, record; read its
+    /// state).
+    ///
+    /// One hash, one probe of one shard's table, and no reference count
+    /// touched: `f` borrows the registry's own handle. Where `get` clones the
+    /// handle (an atomic increment, and a decrement when it is dropped, on a
+    /// line every caller of that key shares), `with` only reads, apart from
+    /// the shard's shared lock; the key's last-use mark is written only when
+    /// the eviction hand has cleared it since the key's previous use.
+    ///
+    /// # Deadlocks
+    ///
+    /// `f` runs while the key's shard is read-locked (like a `DashMap`
+    /// reference): a new key of that shard waits until `f` returns. Keep `f`
+    /// short, and do not use this registry inside it (`get`, `with`,
+    /// `snapshot`, `retain_recent`): a second lock on the same shard can
+    /// deadlock. To hold a breaker across an `.await`, take a handle with
+    /// [`get`](Self::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use safecall::{BreakerConfig, BreakerRegistry, BreakerState, Outcome};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # fn send_sms() -> Result<(), ()> { Ok(()) }
+    /// let breakers: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default());
+    ///
+    /// let sent = breakers.with("org-46cf", |breaker| match breaker.try_acquire() {
+    ///     Ok(permit) => {
+    ///         let result = send_sms();
+    ///         permit.record(if result.is_ok() { Outcome::Success } else { Outcome::Failure });
+    ///         result.is_ok()
+    ///     }
+    ///     Err(_refused) => false,
+    /// });
+    /// assert!(sent);
+    /// assert_eq!(breakers.with("org-46cf", |b| b.state()), BreakerState::Closed);
+    /// # }
+    /// ```
+    #[inline]
+    pub fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&Breaker) -> R) -> R
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        let h = self.s.hasher.hash_one(key);
+        let shard = &self.s.shards[self.shard_of(h)];
+        {
+            let g = read(shard);
+            if let Some(b) = g.find(h, key) {
+                touch(b);
+                return f(b);
+            }
+        }
+        f(&self.insert_slow(h, key))
     }
 
     #[cold]
@@ -550,8 +619,8 @@ where
         let room = self.reserve() || self.make_room(home, at) && self.reserve();
         if !room {
             // Another thread may have created the key meanwhile.
-            if let Some(e) = read(&self.s.shards[home]).find(h, key) {
-                return Breaker(Arc::clone(e) as Arc<Inner<_>>);
+            if let Some(b) = read(&self.s.shards[home]).find(h, key) {
+                return b.clone();
             }
             if !self.s.overflowing.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -564,9 +633,9 @@ where
             return self.s.overflow.clone();
         }
         let mut g = write(&self.s.shards[home]);
-        if let Some(e) = g.find(h, key) {
+        if let Some(b) = g.find(h, key) {
             self.s.len.fetch_sub(1, Ordering::Relaxed);
-            return Breaker(Arc::clone(e) as Arc<Inner<_>>);
+            return b.clone();
         }
         // Housekeeping, a few steps of the hands per new key (before the
         // new entry joins the ring: its handle is about to be returned).
@@ -587,19 +656,20 @@ where
             self.s.overrides.get(key).unwrap_or(&self.s.settings)
         };
         let entry = Arc::new(Inner {
-            core: Core::new(Arc::clone(settings)),
+            core: Core::with_hash(Arc::clone(settings), h),
             key: key.to_owned(),
         });
         entry.core.set_seen(at.tick);
         #[cfg(feature = "metrics")]
         self.s.metrics.key_added(&entry.key);
-        g.insert(h, Arc::clone(&entry));
+        let breaker = Breaker(entry as Arc<Inner<_>>);
+        g.insert(h, breaker.clone());
         self.publish(home, &g);
         drop(g);
         if self.s.overflowing.load(Ordering::Relaxed) {
             self.s.overflowing.store(false, Ordering::Relaxed);
         }
-        Breaker(entry as Arc<Inner<_>>)
+        breaker
     }
 
     /// Take one unit of the key budget, if any is left.
@@ -652,13 +722,14 @@ where
         let mut out = Vec::with_capacity(self.len());
         for shard in self.s.shards.iter() {
             let g = read(shard);
-            out.extend(g.entries().map(|(_, e)| {
-                let (snapshot, _moved) = e.core.snapshot(e.key.clone());
+            out.extend(g.entries().filter_map(|(_, b)| {
+                let key = key_of::<K>(b)?;
+                let (snapshot, _moved) = b.0.core.snapshot(key.clone());
                 #[cfg(feature = "metrics")]
                 if let Some((from, to)) = _moved {
-                    self.s.metrics.moved(&e.key, from, to);
+                    self.s.metrics.moved(key, from, to);
                 }
-                snapshot
+                Some(snapshot)
             }));
         }
         out
@@ -681,11 +752,7 @@ where
             for _ in 0..n {
                 self.step(&mut g, Queue::Ring, at, Goal::Sort);
             }
-            g.map.shrink_to_fit();
-            g.collisions.shrink_to_fit();
-            g.ring.shrink_to_fit();
-            g.failing.shrink_to_fit();
-            g.pinned.shrink_to_fit();
+            g.shrink_to_fit();
             self.publish(idx, &g);
         }
     }
