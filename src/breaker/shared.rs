@@ -220,6 +220,7 @@ impl Core {
     }
 
     /// The registry's last-use stamp.
+    #[inline]
     pub(crate) fn seen(&self) -> u32 {
         (self.word.load(Ordering::Relaxed) >> SEEN_SHIFT) as u32
     }

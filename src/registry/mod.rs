@@ -101,7 +101,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -488,6 +488,16 @@ impl<K> BreakerRegistry<K>
 where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
 {
+    /// The hash of `key` (the registry's keyed SipHash), inlined into the
+    /// lookups so that the hashing of a fixed-size key folds to its size.
+    #[inline(always)]
+    fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
+        let mut state = self.s.hasher.build_hasher();
+        key.hash(&mut state);
+        state.finish()
+    }
+
+    #[inline(always)]
     fn shard_of(&self, h: u64) -> usize {
         shard_index(h, self.s.shards.len())
     }
@@ -538,13 +548,9 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
-        let h = self.s.hasher.hash_one(key);
-        let shard = &self.s.shards[self.shard_of(h)];
-        if let Some(b) = read(shard).find(h, key) {
-            touch(b);
-            return b.clone();
-        }
-        self.insert_slow(h, key)
+        // One lookup path for both: the hashing and the probe are inlined
+        // once per key type.
+        self.with(key, Breaker::clone)
     }
 
     /// Run `f` on the breaker for `key` (created on first use, as
@@ -595,7 +601,7 @@ where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
-        let h = self.s.hasher.hash_one(key);
+        let h = self.hash(key);
         let shard = &self.s.shards[self.shard_of(h)];
         {
             let g = read(shard);

@@ -12,14 +12,14 @@ use super::eviction::Queue;
 use crate::breaker::Breaker;
 
 /// The hash a registry breaker was stored under (its key's).
-#[inline]
+#[inline(always)]
 pub(super) fn hash_of(b: &Breaker) -> u64 {
     b.0.core.hash
 }
 
 /// A registry breaker's key as the registry's key type (always `Some` for
 /// the breakers a `Shard<K>` holds: it stores only `Inner<K>`).
-#[inline]
+#[inline(always)]
 pub(super) fn key_of<K: 'static>(b: &Breaker) -> Option<&K> {
     b.0.key.as_any().downcast_ref()
 }
@@ -85,7 +85,7 @@ impl<K: 'static> Shard<K> {
     }
 
     /// The breaker of `key`, whose hash is `h`: one probe of the table.
-    #[inline]
+    #[inline(always)]
     pub(super) fn find<Q>(&self, h: u64, key: &Q) -> Option<&Breaker>
     where
         K: Borrow<Q>,
