@@ -29,6 +29,17 @@
 //! There is no task or timer per key, and no background task at all:
 //! housekeeping is amortised over the inserts of new keys.
 //!
+//! # Lookups
+//!
+//! A lookup hashes the key once (the registry's keyed SipHash), takes the
+//! shared lock of one of up to 64 shards and probes its table once. The table
+//! holds the breakers' handles themselves, found by the hash each breaker
+//! keeps: [`get`](BreakerRegistry::get) clones the handle it finds, and
+//! [`with`](BreakerRegistry::with) lends it to a closure without touching
+//! its reference count. The key's last-use mark for eviction is written only
+//! when the eviction hand has cleared it since the key's last use, so a
+//! key in steady use is only read.
+//!
 //! # How eviction stays cheap
 //!
 //! A new key into a full registry must not cost more when every breaker is
@@ -537,19 +548,26 @@ where
     /// returns the shared [overflow breaker](Self::overflow). The work per
     /// new key is bounded (amortised) and never a scan of the map.
     ///
+    /// The handle is an `Arc` clone (an atomic increment now, a decrement
+    /// when it is dropped): take it to hold the breaker across an `.await`.
+    /// For synchronous use, [`with`](Self::with) lends the registry's own
+    /// handle without either.
+    ///
     /// ```
     /// # use safecall::{BreakerConfig, BreakerRegistry};
     /// let breakers: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default());
     /// let breaker = breakers.get("org-46cf"); // &str for a String key
     /// # drop(breaker);
     /// ```
+    #[inline(never)]
     pub fn get<Q>(&self, key: &Q) -> Breaker
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
-        // One lookup path for both: the hashing and the probe are inlined
-        // once per key type.
+        // One lookup path for both. Out of line: inlined into a caller that
+        // builds a large future (the tower layer's), it made that caller
+        // move the future with a copy.
         self.with(key, Breaker::clone)
     }
 
