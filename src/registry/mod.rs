@@ -112,7 +112,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -499,13 +499,10 @@ impl<K> BreakerRegistry<K>
 where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
 {
-    /// The hash of `key` (the registry's keyed SipHash), inlined into the
-    /// lookups so that the hashing of a fixed-size key folds to its size.
+    /// The hash of `key` (the registry's keyed SipHash).
     #[inline(always)]
     fn hash<Q: ?Sized + Hash>(&self, key: &Q) -> u64 {
-        let mut state = self.s.hasher.build_hasher();
-        key.hash(&mut state);
-        state.finish()
+        self.s.hasher.hash_one(key)
     }
 
     #[inline(always)]
