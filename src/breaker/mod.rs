@@ -103,6 +103,7 @@ use crate::fleet::ReplicaId;
 mod config;
 mod handle;
 mod permit;
+mod record;
 mod remote;
 mod shared;
 pub(crate) mod state;

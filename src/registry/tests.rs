@@ -2,6 +2,7 @@
 
 use super::eviction::{COMPACTED, EXAMINED, REVISIT};
 use super::*;
+use std::hash::BuildHasher;
 
 #[test]
 fn shard_counts_are_powers_of_two() {
