@@ -104,6 +104,13 @@ fn contention(c: &mut Criterion) {
             })
         })
     });
+    g.bench_function("safecall with", |i| {
+        i.iter_custom(|iters| {
+            two_threads(iters, |j| {
+                registry.with(probe[j as usize % KEYS], success);
+            })
+        })
+    });
     let dash_f: dashmap::DashMap<String, FailsafeBreaker> = names
         .iter()
         .map(|k| (k.clone(), failsafe_breaker(OPEN)))

@@ -8,7 +8,10 @@
 //! - `success_breaker`: retry + one breaker; the peers without a combinator
 //!   run their breaker inside tower's retry;
 //! - `success_registry_1k` / `success_registry_1m`: retry + the breaker of a
-//!   random key among 1,000 / 1,000,000, looked up per call;
+//!   random key among 1,000 / 1,000,000, looked up per call; beside it the
+//!   lookups alone (a bare map, one behind an `RwLock`, `DashMap`, the
+//!   registry's `get` and borrowing `with`) and `with` around a synchronous
+//!   breaker success;
 //! - `open_rejection`: the breaker is open, the call is refused (the peers'
 //!   breakers alone, without a retry layer; safecall with its retry loop);
 //! - `three_attempts_zero_delay`: fails twice, succeeds on the 3rd attempt,
@@ -380,6 +383,55 @@ fn registry_case(c: &mut Criterion, name: &str, keys: usize) {
                 let bare = &bare;
                 async move {
                     black_box(bare.get(k).copied());
+                }
+            })
+        })
+    });
+    let locked = std::sync::RwLock::new(bare.clone());
+    g.bench_function("rwlock_map_lookup_only", |b| {
+        b.iter_custom(|iters| {
+            time_batch(&rt, iters, |_| {
+                let k = next();
+                let m = &locked;
+                async move {
+                    black_box(m.read().ok().and_then(|m| m.get(k).copied()));
+                }
+            })
+        })
+    });
+    g.bench_function("safecall_get_lookup_only", |b| {
+        b.iter_custom(|iters| {
+            time_batch(&rt, iters, |_| {
+                let k = next();
+                let r = &registry;
+                async move {
+                    black_box(r.get(k).state());
+                }
+            })
+        })
+    });
+    g.bench_function("safecall_with_lookup_only", |b| {
+        b.iter_custom(|iters| {
+            time_batch(&rt, iters, |_| {
+                let k = next();
+                let r = &registry;
+                async move {
+                    black_box(r.with(k, |b| b.state()));
+                }
+            })
+        })
+    });
+    g.bench_function("safecall_with_breaker_alone", |b| {
+        b.iter_custom(|iters| {
+            time_batch(&rt, iters, |_| {
+                let k = next();
+                let r = &registry;
+                async move {
+                    r.with(k, |b| {
+                        if let Ok(p) = b.try_acquire() {
+                            p.record(Outcome::Success);
+                        }
+                    });
                 }
             })
         })

@@ -19,6 +19,11 @@
 //! `tower_layer_no_budget`, `tower_layer_breaker`, and `registry_breaker_default`
 //! for the breaker alone with its registry lookup) call a stack the way a user
 //! does: `svc.ready().await?.call(i).await`.
+//!
+//! `registry_with_default` is `registry_breaker_default` through the borrowing
+//! `BreakerRegistry::with`; `registry_get_10k` / `registry_with_10k` look up one
+//! of 10,000 `String` keys per call (the setup's inserts cost the same at N and
+//! 2N, so they cancel out of the difference).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -133,6 +138,40 @@ fn main() {
                 for _ in 0..n {
                     let b = registry.get(&7);
                     if let Ok(p) = b.try_acquire() {
+                        p.record(Outcome::Success);
+                    }
+                }
+            }
+            "registry_with_default" => {
+                let registry: BreakerRegistry<u64> =
+                    BreakerRegistry::new(safecall_configs::default());
+                for _ in 0..n {
+                    registry.with(&7, |b| {
+                        if let Ok(p) = b.try_acquire() {
+                            p.record(Outcome::Success);
+                        }
+                    });
+                }
+            }
+            "registry_get_10k" | "registry_with_10k" => {
+                // 10,000 String keys, looked up in a fixed scattered order.
+                const KEYS: u64 = 10_000;
+                let names: Vec<String> = (0..KEYS).map(|k| format!("org-{k:08x}")).collect();
+                let registry: BreakerRegistry<String> =
+                    BreakerRegistry::new(safecall_configs::default()).max_keys(KEYS as usize);
+                for k in &names {
+                    drop(registry.get(k.as_str()));
+                }
+                let with = case == "registry_with_10k";
+                for i in 0..n {
+                    let k = names[(i.wrapping_mul(7919) % KEYS) as usize].as_str();
+                    if with {
+                        registry.with(k, |b| {
+                            if let Ok(p) = b.try_acquire() {
+                                p.record(Outcome::Success);
+                            }
+                        });
+                    } else if let Ok(p) = registry.get(k).try_acquire() {
                         p.record(Outcome::Success);
                     }
                 }

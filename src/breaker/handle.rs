@@ -21,16 +21,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::ConfigError;
-use crate::breaker::config::RateRule;
-use crate::breaker::permit::{Kind, Outcome, Permit};
+use crate::breaker::permit::{Kind, Permit};
 use crate::breaker::shared::{Core, Inner, KeyLabel, Moved, Unkeyed, generation_of};
 use crate::breaker::state::{
-    Admission, COOLING, Change, FLAGS_MASK, FORCED, OPEN_BITS, PHASE_MASK, Phase, ProbeResult,
-    REMOTE,
+    Admission, COOLING, Change, FLAGS_MASK, FORCED, OPEN_BITS, PHASE_MASK, REMOTE,
 };
 use crate::breaker::{
     BreakerConfig, BreakerMode, BreakerSnapshot, BreakerState, RefusalCause, Rejected, Transition,
-    TransitionCause,
 };
 use crate::budget::BudgetState;
 use crate::sync::{Ordering, lock};
@@ -41,7 +38,7 @@ use crate::sync::{Ordering, lock};
 /// Build one with [`Breaker::new`], or get one per key from a
 /// [`BreakerRegistry`](crate::BreakerRegistry). Ask it before each attempt
 /// with [`try_acquire`](Self::try_acquire) and record the attempt's
-/// [`Outcome`] on the returned [`Permit`]. See the [module docs](crate::breaker)
+/// [`Outcome`](crate::Outcome) on the returned [`Permit`]. See the [module docs](crate::breaker)
 /// for the states and rules.
 ///
 /// # Examples
@@ -118,7 +115,7 @@ impl Breaker {
         let core = self.core();
         core.settings.retry_budget?;
         let ext = match core.ext.get() {
-            Some(ext) => &**ext,
+            Some(ext) => ext,
             None => core.ext(Instant::now()),
         };
         ext.budget.as_deref()
@@ -155,12 +152,50 @@ impl Breaker {
                 started,
             ));
         }
-        self.acquire_slow(w)
+        self.acquire_open(w)
     }
 
+    /// Not plainly closed: an enabled breaker that is forced open, or within
+    /// its open period or a cool-down, refuses here without the lock, reading
+    /// the clock once (none for a forced open). Everything else (other modes,
+    /// another replica's hold, half-open, a period that has ended) goes on to
+    /// [`acquire_slow`](Self::acquire_slow) with that reading.
+    #[inline(never)]
+    fn acquire_open(&self, w: u64) -> Result<Permit<'_>, Rejected> {
+        let core = self.core();
+        let s = &*core.settings;
+        if s.mode != BreakerMode::Enabled {
+            return self.acquire_slow(w, None);
+        }
+        if w & FORCED != 0 {
+            return Err(Rejected::new(s.open_duration, RefusalCause::ForcedOpen));
+        }
+        let open = w & PHASE_MASK == OPEN_BITS;
+        // Another replica's hold: the machine names the refusal's cause.
+        if w & REMOTE == 0 && (open || w & COOLING != 0) {
+            if let Some(ext) = core.ext.get() {
+                let until = ext.refuse_until.load(Ordering::Acquire);
+                let now = Instant::now();
+                let t = ext.nanos(now);
+                if t < until {
+                    let cause = if open {
+                        RefusalCause::Open
+                    } else {
+                        RefusalCause::CoolingDown
+                    };
+                    return Err(Rejected::new(Duration::from_nanos(until - t), cause));
+                }
+                return self.acquire_slow(w, Some(now));
+            }
+        }
+        self.acquire_slow(w, None)
+    }
+
+    /// Everything [`acquire_open`](Self::acquire_open) does not settle, at
+    /// `now` (read here if `None`).
     #[cold]
     #[inline(never)]
-    fn acquire_slow(&self, w: u64) -> Result<Permit<'_>, Rejected> {
+    fn acquire_slow(&self, w: u64, now: Option<Instant>) -> Result<Permit<'_>, Rejected> {
         let core = self.core();
         let s = &*core.settings;
         match s.mode {
@@ -174,7 +209,7 @@ impl Breaker {
             }
             _ => {}
         }
-        let now = Instant::now();
+        let now = now.unwrap_or_else(Instant::now);
         let started = s.slow_call.map(|_| now);
         let ext = core.ext(now);
         let refuse = |retry_in: Duration, cause: RefusalCause| {
@@ -226,254 +261,6 @@ impl Breaker {
         }
     }
 
-    /// Carry out a permit's end: `outcome` is `None` when it was dropped
-    /// without a record.
-    pub(crate) fn finish(&self, kind: Kind, started: Option<Instant>, outcome: Option<Outcome>) {
-        let core = self.core();
-        let s = &*core.settings;
-        let failed = match outcome {
-            Some(Outcome::Success) => match (s.slow_call, started) {
-                (Some(limit), Some(t0)) => Instant::now().saturating_duration_since(t0) >= limit,
-                _ => false,
-            },
-            Some(Outcome::Failure) => true,
-            Some(Outcome::RetryAfter(d)) => {
-                if matches!(kind, Kind::Probe { .. }) {
-                    self.release_probe(kind);
-                }
-                if s.retry_after_cooldown && !matches!(kind, Kind::Passthrough) {
-                    self.cool_down(d);
-                }
-                return;
-            }
-            Some(Outcome::Ignored) | None => {
-                if matches!(kind, Kind::Probe { .. }) {
-                    self.release_probe(kind);
-                }
-                return;
-            }
-        };
-        match kind {
-            Kind::Passthrough | Kind::Done => {}
-            Kind::Plain { generation } => {
-                if failed {
-                    self.record_failure(Some(generation));
-                } else {
-                    self.record_success(Some(generation));
-                }
-            }
-            Kind::Shadow => {
-                if failed {
-                    self.record_failure(None);
-                } else {
-                    self.record_success(None);
-                }
-            }
-            Kind::Probe { generation, ticket } => {
-                let result = if failed {
-                    core.bump_consecutive_stats(Instant::now());
-                    ProbeResult::Failure
-                } else {
-                    core.clear_consecutive(None);
-                    ProbeResult::Success
-                };
-                self.probe_done(generation, ticket, result);
-            }
-        }
-    }
-
-    /// A success of a call admitted while closed in `generation` (`None`: a
-    /// metrics-only shadow call). A success can still trip the failure rate:
-    /// it may be the call that brings the window to `minimum_calls`.
-    ///
-    /// A success of an earlier generation adds nothing to the current one:
-    /// it neither ends its streak of failures nor lands in its window. (The
-    /// window check is lock-free: a success checked in the instant before the
-    /// breaker closes may still be counted in the new window; it can only
-    /// dilute the failure rate by one call, never count as a failure.)
-    #[inline]
-    pub(crate) fn record_success(&self, generation: Option<u32>) {
-        let core = self.core();
-        core.clear_consecutive(generation);
-        let ratio = match core.settings.rate {
-            RateRule::None => return,
-            RateRule::Time { ratio, .. } | RateRule::Count { ratio, .. } => ratio,
-        };
-        if let Some(g) = generation {
-            if generation_of(core.word.load(Ordering::Relaxed)) != g {
-                return;
-            }
-        }
-        let ext = match core.ext.get() {
-            Some(ext) => &**ext,
-            None => core.ext(Instant::now()),
-        };
-        let (now, t) = match core.settings.rate {
-            RateRule::Time { .. } => {
-                // Counted as pending; the clock is read only when the window
-                // may hold a failure, or for every 16th success.
-                if !ext.window.defer_success() {
-                    return;
-                }
-                let now = Instant::now();
-                let t = ext.nanos(now);
-                ext.window.settle(t);
-                (Some(now), t)
-            }
-            // A count window needs no time.
-            _ => {
-                ext.window.record(0, false, generation);
-                (None, 0)
-            }
-        };
-        // Summing the window is needed only if it may hold a failure: a
-        // success can then be the call that reaches `minimum_calls`.
-        if let Some(generation) = generation {
-            if ext.window.may_hold_failures(t)
-                && ext
-                    .window
-                    .stats(t)
-                    .trips(ratio, core.settings.minimum_calls)
-            {
-                self.trip(generation, TransitionCause::FailureRate, now);
-            }
-        }
-    }
-
-    #[cold]
-    fn trip(&self, generation: u32, cause: TransitionCause, now: Option<Instant>) {
-        let core = self.core();
-        let s = &*core.settings;
-        let w = core.word.load(Ordering::Acquire);
-        if w & PHASE_MASK != Phase::Closed.bits() || generation_of(w) != generation {
-            return; // stale: statistics only
-        }
-        let now = now.unwrap_or_else(Instant::now);
-        let ext = core.ext(now);
-        let (change, moved) = {
-            let mut m = lock(&ext.machine);
-            let c = m.trip(s, generation, cause, now, s.next_unit());
-            let moved = core.publish(ext, &m, now);
-            (c, moved)
-        };
-        self.count(moved);
-        if let Some(c) = change {
-            self.emit(c);
-        }
-    }
-
-    /// A counted failure of a call admitted while closed in `generation`
-    /// (`None`: a metrics-only shadow call, which cannot trip anything).
-    ///
-    /// Counted under the machine's lock, and only if `generation` is still
-    /// the current closed one: the lock every transition (and so every clear
-    /// of the streak and the window) is made under, so a stale failure can
-    /// never land in the next generation's count.
-    #[cold]
-    fn record_failure(&self, generation: Option<u32>) {
-        let core = self.core();
-        let s = &*core.settings;
-        let now = Instant::now();
-        let ext = core.ext(now);
-        let t = ext.nanos(now);
-        let Some(generation) = generation else {
-            core.bump_consecutive_stats(now);
-            ext.window.record(t, true, None);
-            return;
-        };
-        let (change, moved) = {
-            let mut m = lock(&ext.machine);
-            if !m.is_closed_in(generation) {
-                return; // stale: it adds nothing to the current generation
-            }
-            let n = Core::bump_consecutive(ext, generation);
-            ext.window.record(t, true, Some(generation));
-            let cause = if n >= s.consecutive {
-                Some(TransitionCause::ConsecutiveFailures)
-            } else {
-                match s.rate {
-                    RateRule::Time { ratio, .. } | RateRule::Count { ratio, .. }
-                        if ext.window.stats(t).trips(ratio, s.minimum_calls) =>
-                    {
-                        Some(TransitionCause::FailureRate)
-                    }
-                    _ => None,
-                }
-            };
-            let Some(cause) = cause else {
-                return;
-            };
-            let c = m.trip(s, generation, cause, now, s.next_unit());
-            let moved = core.publish(ext, &m, now);
-            (c, moved)
-        };
-        self.count(moved);
-        if let Some(c) = change {
-            self.emit(c);
-        }
-    }
-
-    fn probe_done(&self, generation: u32, ticket: u32, result: ProbeResult) {
-        let core = self.core();
-        let s = &*core.settings;
-        let now = Instant::now();
-        let ext = core.ext(now);
-        let (change, moved) = {
-            let mut m = lock(&ext.machine);
-            let c = m.probe_done(s, generation, ticket, result, now, s.next_unit());
-            if c.is_some_and(|c| c.to == BreakerState::Closed) {
-                ext.window.clear(m.generation());
-            }
-            let moved = core.publish(ext, &m, now);
-            (c, moved)
-        };
-        self.count(moved);
-        if let Some(c) = change {
-            self.emit(c);
-        }
-    }
-
-    fn release_probe(&self, kind: Kind) {
-        if let Kind::Probe { generation, ticket } = kind {
-            self.probe_done(generation, ticket, ProbeResult::Released);
-        }
-    }
-
-    /// Refuse this breaker's calls for `d` (a server's retry-after hint), at
-    /// most [`max_cooldown`](BreakerConfig::max_cooldown): the hint is the
-    /// server's word, and an unbounded one would lock the key out for as long
-    /// as the server liked.
-    fn cool_down(&self, hint: Duration) {
-        let core = self.core();
-        let d = hint.min(core.settings.max_cooldown);
-        if d.is_zero() {
-            return;
-        }
-        let now = Instant::now();
-        let Some(until) = now.checked_add(d) else {
-            return;
-        };
-        let ext = core.ext(now);
-        let moved = {
-            let mut m = lock(&ext.machine);
-            m.cool_down(until, hint > d);
-            core.publish(ext, &m, now)
-        };
-        self.count(moved);
-        #[cfg(feature = "metrics")]
-        core.settings
-            .metrics
-            .event(self.0.key.as_any(), crate::metrics::Event::CooledDown);
-        self.feed_cool_down(d, hint > d);
-        tracing::debug!(
-            target: "safecall::breaker",
-            key = ?self.0.key.label(),
-            cooldown = ?d,
-            ?hint,
-            "circuit breaker cooling down on the server's retry-after hint"
-        );
-    }
-
     /// Count a move between the gauge's states in the registry's metrics
     /// (nothing without the `metrics` feature). Never called with the lock
     /// held.
@@ -491,7 +278,7 @@ impl Breaker {
     /// Publish a transition: a `tracing` event naming the key, the
     /// `safecall.events` counter (feature `metrics`), then the listener.
     /// Never called with the lock held.
-    fn emit(&self, c: Change) {
+    pub(super) fn emit(&self, c: Change) {
         let s = &*self.core().settings;
         let key = self.0.key.label();
         #[cfg(feature = "metrics")]

@@ -103,6 +103,7 @@ use crate::fleet::ReplicaId;
 mod config;
 mod handle;
 mod permit;
+mod record;
 mod remote;
 mod shared;
 pub(crate) mod state;
@@ -113,7 +114,7 @@ pub use config::{BreakerConfig, BreakerMode};
 pub use handle::Breaker;
 pub(crate) use permit::RawPermit;
 pub use permit::{Outcome, Permit};
-pub(crate) use shared::{Core, Inner};
+pub(crate) use shared::{Core, Inner, KeyLabel};
 
 /// The state of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,7 +4,9 @@
 //! and the reads and writes on them that do not depend on a handle.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use once_cell::race::OnceBox;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -69,6 +71,7 @@ impl Streak {
     }
 }
 
+#[inline]
 pub(super) fn generation_of(w: u64) -> u32 {
     (w >> GEN_SHIFT) as u32 & GEN_MASK
 }
@@ -111,13 +114,17 @@ pub(crate) struct Inner<K: ?Sized> {
 /// the window, the machine and its mutex live in [`Ext`], allocated on the
 /// first outcome that needs them.
 pub(crate) struct Core {
+    /// The key's hash in its registry (0 for a standalone breaker): the
+    /// registry's tables are keyed by it, so a shard can find, move and
+    /// rehash its breakers without hashing their keys again.
+    pub(crate) hash: u64,
     /// `seen:32 | generation:23 | counted:3 | flags:4 | phase:2` (see `state`): what
     /// the fast paths read. `seen` is the registry's coarse last-use stamp,
     /// kept here rather than in a field of its own to keep an idle breaker at
     /// 32 bytes.
     pub(super) word: AtomicU64,
     pub(super) settings: Arc<Settings>,
-    pub(super) ext: OnceLock<Box<Ext>>,
+    pub(super) ext: OnceBox<Ext>,
 }
 
 pub(super) struct Ext {
@@ -150,6 +157,7 @@ impl Ext {
     }
 
     /// The consecutive-failure count, whatever generation it belongs to.
+    #[inline]
     pub(crate) fn consecutive_count(&self) -> u32 {
         Streak(self.consecutive.load(Ordering::Relaxed)).count()
     }
@@ -185,10 +193,16 @@ impl Ext {
 
 impl Core {
     pub(crate) fn new(settings: Arc<Settings>) -> Self {
+        Self::with_hash(settings, 0)
+    }
+
+    /// A core for a registry's breaker whose key hashes to `hash`.
+    pub(crate) fn with_hash(settings: Arc<Settings>, hash: u64) -> Self {
         let core = Self {
+            hash,
             word: AtomicU64::new(0),
             settings,
-            ext: OnceLock::new(),
+            ext: OnceBox::new(),
         };
         // loom cannot model `OnceLock`; build the extension before any thread
         // exists so the model only sees loom's primitives.
@@ -198,6 +212,7 @@ impl Core {
     }
 
     pub(super) fn ext(&self, now: Instant) -> &Ext {
+        // Two threads may both build one; the loser's is dropped unused.
         self.ext.get_or_init(|| {
             let generation = generation_of(self.word.load(Ordering::Acquire));
             Box::new(Ext::new(&self.settings, now, generation))
@@ -205,6 +220,7 @@ impl Core {
     }
 
     /// The registry's last-use stamp.
+    #[inline]
     pub(crate) fn seen(&self) -> u32 {
         (self.word.load(Ordering::Relaxed) >> SEEN_SHIFT) as u32
     }
@@ -239,7 +255,7 @@ impl Core {
             && ext.window.stats(ext.nanos(now)).calls == 0
             && ext.budget.as_deref().is_none_or(BudgetState::is_idle);
         if pristine {
-            self.ext = OnceLock::new();
+            self.ext = OnceBox::new();
             let _old = self.word.fetch_and(!FLAGS_MASK, Ordering::AcqRel);
             #[cfg(feature = "metrics")]
             return (true, moved(_old, 0));

@@ -108,18 +108,6 @@ impl Window {
         }
     }
 
-    /// Count a success without reading the clock, if the window allows it.
-    /// Returns `true` when the caller must read the clock and
-    /// [`settle`](Self::settle) the window instead (the success is then
-    /// already counted as pending).
-    #[inline]
-    pub(crate) fn defer_success(&self) -> bool {
-        match self {
-            Window::Time(w) => w.defer_success(),
-            Window::None | Window::Count(_) => true,
-        }
-    }
-
     /// Date the pending successes of a time window at `at`.
     pub(crate) fn settle(&self, at: u64) {
         if let Window::Time(w) = self {
@@ -183,6 +171,9 @@ const READ_EVERY: u64 = 16;
 pub(crate) struct TimeWindow {
     buckets: Box<[AtomicU64]>,
     width: u64,
+    /// How long a failure may stay in the window, plus a bucket of margin:
+    /// `width × (buckets + 1)`, computed once for the successes' hint.
+    hold: u64,
     /// 1 + the time of the latest recorded failure (0: none since cleared).
     last_failure: AtomicU64,
     /// Successes counted but not yet dated.
@@ -206,9 +197,15 @@ fn unpack(v: u64) -> (u64, u64, u64) {
 
 impl TimeWindow {
     pub(crate) fn new(buckets: u32, width_nanos: u64) -> Self {
+        let buckets = buckets.max(1);
+        let width = width_nanos.max(1);
         Self {
-            buckets: (0..buckets.max(1)).map(|_| AtomicU64::new(0)).collect(),
-            width: width_nanos.max(1),
+            buckets: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            width,
+            // A failure at `t` stays in the window at most `n × width - 1`
+            // after it; one bucket more is a margin that only costs clock
+            // reads.
+            hold: width.saturating_mul(u64::from(buckets) + 1),
             last_failure: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             last_read: AtomicU64::new(0),
@@ -220,7 +217,7 @@ impl TimeWindow {
     /// a failure (judged at the latest reading, which can only err towards
     /// reading).
     #[inline]
-    fn defer_success(&self) -> bool {
+    pub(crate) fn defer_success(&self) -> bool {
         let n = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
         if n % READ_EVERY == 0 {
             return true;
@@ -286,10 +283,7 @@ impl TimeWindow {
     #[inline]
     fn may_hold_failures(&self, at: u64) -> bool {
         let last = self.last_failure.load(Ordering::Relaxed);
-        // A failure at `last - 1` stays in the window at most `n × width - 1`
-        // after it; one bucket more is a margin that only costs clock reads.
-        let span = self.width.saturating_mul(self.buckets.len() as u64 + 1);
-        last != 0 && at.saturating_sub(last - 1) < span
+        last != 0 && at.saturating_sub(last - 1) < self.hold
     }
 
     pub(crate) fn record(&self, at: u64, failed: bool) {
@@ -486,11 +480,12 @@ mod tests {
 
     #[test]
     fn settling_dates_the_pending_successes_at_that_instant() {
-        let w = Window::Time(TimeWindow::new(10, 3 * SEC));
-        w.settle(0);
+        let tw = TimeWindow::new(10, 3 * SEC);
+        tw.flush(0);
         for _ in 0..10 {
-            assert!(!w.defer_success());
+            assert!(!tw.defer_success());
         }
+        let w = Window::Time(tw);
         // Settled at 2 s: all in the first bucket, gone from the window at 30 s.
         w.settle(2 * SEC);
         assert_eq!(w.stats(31 * SEC).calls, 0);

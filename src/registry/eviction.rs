@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::shard::Shard;
 use super::{BreakerRegistry, TICK, TOUCHED, write};
-use crate::breaker::Inner;
+use crate::breaker::{Inner, KeyLabel};
 
 /// Housekeeping per new key: steps of the hands over the home shard's ring,
 /// failing and pinned entries.
@@ -93,11 +93,16 @@ thread_local! {
 
 /// Drop an idle breaker's window and machine if they hold nothing a fresh
 /// breaker would not; it has not been handed out for `idle_ticks`.
-fn compact<K: 'static>(inner: &mut Inner<K>, at: At, idle_ticks: u32, _s: &super::State<K>) {
+fn compact<K: 'static>(
+    inner: &mut Inner<dyn KeyLabel>,
+    at: At,
+    idle_ticks: u32,
+    _s: &super::State<K>,
+) {
     let (_done, _moved) = inner.core.compact(at.now, TICK.saturating_mul(idle_ticks));
     #[cfg(feature = "metrics")]
     if let Some((from, to)) = _moved {
-        _s.metrics.moved(&inner.key, from, to);
+        _s.metrics.moved(inner.key.as_any(), from, to);
     }
     #[cfg(test)]
     if _done {
@@ -226,25 +231,25 @@ where
         }
         #[cfg(test)]
         EXAMINED.with(|n| n.set(n.get() + 1));
-        let Some(e) = g.map.get_mut(&h) else {
+        let Some(e) = g.get_mut(h) else {
             return Step::Kept; // already gone
         };
-        let mut seen = e.core.seen();
+        let mut seen = e.0.core.seen();
         let used = seen == TOUCHED;
         if used {
             // Used since the hand last passed: count it as used now (later
             // than it was, so eviction can only come late).
-            e.core.set_seen(at.tick);
+            e.0.core.set_seen(at.tick);
             seen = at.tick;
         }
         let idle_ticks = at.tick.wrapping_sub(seen);
         // It may go only if the map alone holds it (no handle, no permit)
         // and it is closed (not forced open, not cooling down).
-        if Arc::strong_count(e) != 1 || !e.core.is_idle_closed() {
+        if Arc::strong_count(&e.0) != 1 || !e.0.core.is_idle_closed() {
             g.pinned.push_back(h);
             return Step::Kept;
         }
-        let to = if e.core.holds_counted_failures() {
+        let to = if e.0.core.holds_counted_failures() {
             Queue::Failing
         } else {
             Queue::Ring
@@ -257,14 +262,16 @@ where
                 };
         if evict {
             #[cfg(feature = "metrics")]
-            self.s.metrics.key_removed(&e.key, e.core.counted());
+            self.s
+                .metrics
+                .key_removed(e.0.key.as_any(), e.0.core.counted());
             g.evict(h);
             self.s.len.fetch_sub(1, Ordering::Relaxed);
             return Step::Evicted;
         }
         // Kept idle: it gives back its window and machine once those hold
         // nothing a fresh breaker would not.
-        if let Some(inner) = Arc::get_mut(e) {
+        if let Some(inner) = Arc::get_mut(&mut e.0) {
             compact(inner, at, idle_ticks, &self.s);
         }
         if q == Queue::Ring && to == Queue::Ring && !used && goal == Goal::Tidy {
@@ -294,7 +301,7 @@ where
             };
             #[cfg(test)]
             EXAMINED.with(|n| n.set(n.get() + 1));
-            if let Some(inner) = g.map.get_mut(&h).and_then(Arc::get_mut) {
+            if let Some(inner) = g.get_mut(h).and_then(|e| Arc::get_mut(&mut e.0)) {
                 let seen = inner.core.seen();
                 let idle_ticks = if seen == TOUCHED {
                     0

@@ -142,7 +142,11 @@ where
         let s = self.state()?;
         let mut out = Vec::with_capacity(s.len.load(std::sync::atomic::Ordering::Relaxed));
         for shard in s.shards.iter() {
-            out.extend(super::read(shard).entries().map(|(_, e)| e.key.clone()));
+            out.extend(
+                super::read(shard)
+                    .entries()
+                    .filter_map(|(_, b)| super::key_of::<K>(b).cloned()),
+            );
         }
         Some(out)
     }

@@ -29,6 +29,17 @@
 //! There is no task or timer per key, and no background task at all:
 //! housekeeping is amortised over the inserts of new keys.
 //!
+//! # Lookups
+//!
+//! A lookup hashes the key once (the registry's keyed SipHash), takes the
+//! shared lock of one of up to 64 shards and probes its table once. The table
+//! holds the breakers' handles themselves, found by the hash each breaker
+//! keeps: [`get`](BreakerRegistry::get) clones the handle it finds, and
+//! [`with`](BreakerRegistry::with) lends it to a closure without touching
+//! its reference count. The key's last-use mark for eviction is written only
+//! when the eviction hand has cleared it since the key's last use, so a
+//! key in steady use is only read.
+//!
 //! # How eviction stays cheap
 //!
 //! A new key into a full registry must not cost more when every breaker is
@@ -93,15 +104,15 @@
 
 mod eviction;
 mod fleet;
+mod lookup;
 mod shard;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -110,9 +121,9 @@ use tokio::time::Instant;
 
 use crate::ConfigError;
 use crate::breaker::{Breaker, BreakerConfig, BreakerSnapshot, Core, Inner, Settings};
-use eviction::{At, Goal, Queue, Step, TIDY};
+use eviction::{Goal, Queue};
 pub use fleet::{Applied, SyncTarget};
-use shard::Shard;
+use shard::{Shard, key_of};
 
 /// Stamp of an entry used since the eviction hand last passed it.
 const TOUCHED: u32 = u32::MAX;
@@ -361,7 +372,7 @@ where
                 let shard = shard
                     .into_inner()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (h, e) in shard.map.into_iter().chain(shard.collisions) {
+                for (h, e) in shard.into_entries() {
                     if let Some(home) = shards.get_mut(shard_index(h, n)) {
                         home.insert(h, e);
                     }
@@ -472,147 +483,6 @@ where
     }
 }
 
-/// # Lookup
-impl<K> BreakerRegistry<K>
-where
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-{
-    fn shard_of(&self, h: u64) -> usize {
-        shard_index(h, self.s.shards.len())
-    }
-
-    /// The time of one operation: `now`, the coarse clock and the TTL in
-    /// its ticks.
-    fn at(&self, now: Instant) -> At {
-        At {
-            now,
-            tick: self.tick(now),
-            ttl: self.ttl_ticks(),
-        }
-    }
-
-    /// The coarse clock, saturating below the `TOUCHED` sentinel (reached
-    /// after 497 days).
-    fn tick(&self, now: Instant) -> u32 {
-        let t = now.saturating_duration_since(self.s.base).as_millis() / TICK.as_millis();
-        (t as u32).min(TOUCHED - 1)
-    }
-
-    /// The TTL in ticks, rounded up; a TTL past 497 days saturates below
-    /// `TOUCHED` (no entry can be idle that long before the clock itself
-    /// saturates).
-    fn ttl_ticks(&self) -> u32 {
-        let t = self.s.idle_ttl.as_nanos().div_ceil(TICK.as_nanos());
-        u32::try_from(t).unwrap_or(TOUCHED - 1)
-    }
-
-    /// The breaker for `key`, created on first use.
-    ///
-    /// A lookup of an existing key takes a shared lock on one of up to 64
-    /// shards, never an exclusive lock over the map, and reads no clock. A
-    /// new key reads the clock once and looks at a few entries of its shard
-    /// for housekeeping; if the registry is full it evicts one breaker (see
-    /// the [module docs](crate::registry) for which), or, if none can go,
-    /// returns the shared [overflow breaker](Self::overflow). The work per
-    /// new key is bounded (amortised) and never a scan of the map.
-    ///
-    /// ```
-    /// # use safecall::{BreakerConfig, BreakerRegistry};
-    /// let breakers: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default());
-    /// let breaker = breakers.get("org-46cf"); // &str for a String key
-    /// # drop(breaker);
-    /// ```
-    pub fn get<Q>(&self, key: &Q) -> Breaker
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
-    {
-        let h = self.s.hasher.hash_one(key);
-        let shard = &self.s.shards[self.shard_of(h)];
-        if let Some(e) = read(shard).find(h, key) {
-            if e.core.seen() != TOUCHED {
-                e.core.set_seen(TOUCHED);
-            }
-            return Breaker(Arc::clone(e) as Arc<Inner<_>>);
-        }
-        self.insert_slow(h, key)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn insert_slow<Q>(&self, h: u64, key: &Q) -> Breaker
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
-    {
-        let at = self.at(Instant::now());
-        let home = self.shard_of(h);
-        let room = self.reserve() || self.make_room(home, at) && self.reserve();
-        if !room {
-            // Another thread may have created the key meanwhile.
-            if let Some(e) = read(&self.s.shards[home]).find(h, key) {
-                return Breaker(Arc::clone(e) as Arc<Inner<_>>);
-            }
-            if !self.s.overflowing.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    target: "safecall::registry",
-                    max_keys = self.s.max_keys,
-                    "breaker registry full and no idle closed breaker to evict: \
-                     new keys share the overflow breaker"
-                );
-            }
-            return self.s.overflow.clone();
-        }
-        let mut g = write(&self.s.shards[home]);
-        if let Some(e) = g.find(h, key) {
-            self.s.len.fetch_sub(1, Ordering::Relaxed);
-            return Breaker(Arc::clone(e) as Arc<Inner<_>>);
-        }
-        // Housekeeping, a few steps of the hands per new key (before the
-        // new entry joins the ring: its handle is about to be returned).
-        for (q, steps) in TIDY {
-            for _ in 0..steps {
-                if matches!(
-                    self.step(&mut g, q, at, Goal::Tidy),
-                    Step::Empty | Step::Stopped
-                ) {
-                    break;
-                }
-            }
-        }
-        self.compact_some(&mut g, at);
-        let settings = if self.s.overrides.is_empty() {
-            &self.s.settings
-        } else {
-            self.s.overrides.get(key).unwrap_or(&self.s.settings)
-        };
-        let entry = Arc::new(Inner {
-            core: Core::new(Arc::clone(settings)),
-            key: key.to_owned(),
-        });
-        entry.core.set_seen(at.tick);
-        #[cfg(feature = "metrics")]
-        self.s.metrics.key_added(&entry.key);
-        g.insert(h, Arc::clone(&entry));
-        self.publish(home, &g);
-        drop(g);
-        if self.s.overflowing.load(Ordering::Relaxed) {
-            self.s.overflowing.store(false, Ordering::Relaxed);
-        }
-        Breaker(entry as Arc<Inner<_>>)
-    }
-
-    /// Take one unit of the key budget, if any is left.
-    fn reserve(&self) -> bool {
-        self.s
-            .len
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < self.s.max_keys).then_some(n + 1)
-            })
-            .is_ok()
-    }
-}
-
 /// # Housekeeping
 ///
 /// Counts and housekeeping are approximate under concurrency: a key inserted or
@@ -652,13 +522,14 @@ where
         let mut out = Vec::with_capacity(self.len());
         for shard in self.s.shards.iter() {
             let g = read(shard);
-            out.extend(g.entries().map(|(_, e)| {
-                let (snapshot, _moved) = e.core.snapshot(e.key.clone());
+            out.extend(g.entries().filter_map(|(_, b)| {
+                let key = key_of::<K>(b)?;
+                let (snapshot, _moved) = b.0.core.snapshot(key.clone());
                 #[cfg(feature = "metrics")]
                 if let Some((from, to)) = _moved {
-                    self.s.metrics.moved(&e.key, from, to);
+                    self.s.metrics.moved(key, from, to);
                 }
-                snapshot
+                Some(snapshot)
             }));
         }
         out
@@ -681,11 +552,7 @@ where
             for _ in 0..n {
                 self.step(&mut g, Queue::Ring, at, Goal::Sort);
             }
-            g.map.shrink_to_fit();
-            g.collisions.shrink_to_fit();
-            g.ring.shrink_to_fit();
-            g.failing.shrink_to_fit();
-            g.pinned.shrink_to_fit();
+            g.shrink_to_fit();
             self.publish(idx, &g);
         }
     }

@@ -1,64 +1,71 @@
-//! A shard of the registry: its map from key hashes to breakers, and the
-//! three queues the eviction hands walk (see [`eviction`](super::eviction)).
+//! A shard of the registry: its table of breakers, keyed by the hash each
+//! breaker keeps, and the three queues the eviction hands walk (see
+//! [`eviction`](super::eviction)).
 
 use std::borrow::Borrow;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+
+use hashbrown::HashTable;
 
 use super::eviction::Queue;
-use crate::breaker::Inner;
+use crate::breaker::Breaker;
 
-/// The key hash is already a SipHash of the key: hash it as itself.
-///
-/// Only `write_u64` is used (the map's keys are `u64`); `write` is there to
-/// complete the trait. How keys spread over the map's buckets never changes
-/// which entry a key finds (a constant hash makes lookups slow, not wrong).
-#[derive(Default)]
-pub(super) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) ^ u64::from(*b) ^ (self.0 >> 56);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+/// The hash a registry breaker was stored under (its key's).
+#[inline(always)]
+pub(super) fn hash_of(b: &Breaker) -> u64 {
+    b.0.core.hash
 }
 
-pub(super) type Entry<K> = Arc<Inner<K>>;
+/// A registry breaker's key as the registry's key type (always `Some` for
+/// the breakers a `Shard<K>` holds: it stores only `Inner<K>`).
+#[inline(always)]
+pub(super) fn key_of<K: 'static>(b: &Breaker) -> Option<&K> {
+    b.0.key.as_any().downcast_ref()
+}
 
-#[derive(Clone)]
 pub(super) struct Shard<K> {
-    /// Keyed by the key's 64-bit hash; the key itself lives in the breaker,
-    /// stored once.
-    pub(super) map: HashMap<u64, Entry<K>, BuildHasherDefault<IdHasher>>,
+    /// Breaker handles (the very values a borrowing lookup lends), found
+    /// by the 64-bit hash each keeps; the key itself lives in the breaker,
+    /// stored once. At most one entry per hash.
+    pub(super) map: HashTable<Breaker>,
     /// Keys whose hash equals another stored key's (rare: a 64-bit keyed
     /// SipHash collision). When the map's entry for that hash goes, one of
     /// these takes its place, so the queues' hashes always name a map entry.
-    pub(super) collisions: Vec<(u64, Entry<K>)>,
+    pub(super) collisions: Vec<Breaker>,
     pub(super) ring: VecDeque<u64>,
     /// Position in the ring of the next entry to compact, kept on the same
     /// entry as the ring's front moves.
     pub(super) compact_at: usize,
     pub(super) failing: VecDeque<u64>,
     pub(super) pinned: VecDeque<u64>,
+    key: PhantomData<fn() -> K>,
 }
 
-impl<K> Shard<K> {
+impl<K> Clone for Shard<K> {
+    fn clone(&self) -> Self {
+        Self {
+            map: self.map.clone(),
+            collisions: self.collisions.clone(),
+            ring: self.ring.clone(),
+            compact_at: self.compact_at,
+            failing: self.failing.clone(),
+            pinned: self.pinned.clone(),
+            key: PhantomData,
+        }
+    }
+}
+
+impl<K: 'static> Shard<K> {
     pub(super) fn new() -> Self {
         Self {
-            map: HashMap::default(),
+            map: HashTable::new(),
             collisions: Vec::new(),
             ring: VecDeque::new(),
             compact_at: 0,
             failing: VecDeque::new(),
             pinned: VecDeque::new(),
+            key: PhantomData,
         }
     }
 
@@ -77,30 +84,37 @@ impl<K> Shard<K> {
         }
     }
 
-    pub(super) fn find<Q>(&self, h: u64, key: &Q) -> Option<&Entry<K>>
+    /// The breaker of `key`, whose hash is `h`: one probe of the table.
+    #[inline(always)]
+    pub(super) fn find<Q>(&self, h: u64, key: &Q) -> Option<&Breaker>
     where
         K: Borrow<Q>,
         Q: ?Sized + Eq,
     {
-        match self.map.get(&h) {
-            Some(e) if e.key.borrow() == key => Some(e),
+        let is_key = |b: &Breaker| key_of::<K>(b).is_some_and(|k| k.borrow() == key);
+        match self.map.find(h, |b| hash_of(b) == h && is_key(b)) {
+            Some(b) => Some(b),
             // A shortcut only: searching an empty list also finds nothing.
-            _ if self.collisions.is_empty() => None,
-            _ => self
+            None if self.collisions.is_empty() => None,
+            None => self
                 .collisions
                 .iter()
-                .find(|(ch, e)| *ch == h && e.key.borrow() == key)
-                .map(|(_, e)| e),
+                .find(|b| hash_of(b) == h && is_key(b)),
         }
     }
 
-    /// Store a new entry, at the back of the ring (the last the hand meets).
-    pub(super) fn insert(&mut self, h: u64, e: Entry<K>) {
-        match self.map.entry(h) {
-            std::collections::hash_map::Entry::Occupied(_) => self.collisions.push((h, e)),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(e);
-            }
+    /// The map's entry for hash `h` (the one a queue's `h` names).
+    pub(super) fn get_mut(&mut self, h: u64) -> Option<&mut Breaker> {
+        self.map.find_mut(h, |b| hash_of(b) == h)
+    }
+
+    /// Store a new entry (a breaker built with its key's hash `h`), at the
+    /// back of the ring (the last the hand meets).
+    pub(super) fn insert(&mut self, h: u64, b: Breaker) {
+        if self.map.find(h, |e| hash_of(e) == h).is_some() {
+            self.collisions.push(b);
+        } else {
+            self.map.insert_unique(h, b, hash_of);
         }
         self.ring.push_back(h);
     }
@@ -108,17 +122,36 @@ impl<K> Shard<K> {
     /// Drop the map's entry for `h` (its hash was just taken off a queue);
     /// a colliding entry with the same hash takes its place.
     pub(super) fn evict(&mut self, h: u64) {
-        self.map.remove(&h);
-        if let Some(i) = self.collisions.iter().position(|(ch, _)| *ch == h) {
-            let (_, e) = self.collisions.swap_remove(i);
-            self.map.insert(h, e);
+        if let Ok(e) = self.map.find_entry(h, |b| hash_of(b) == h) {
+            e.remove();
+        }
+        if let Some(i) = self.collisions.iter().position(|b| hash_of(b) == h) {
+            let b = self.collisions.swap_remove(i);
+            self.map.insert_unique(h, b, hash_of);
         }
     }
 
-    pub(super) fn entries(&self) -> impl Iterator<Item = (u64, &Entry<K>)> {
+    pub(super) fn entries(&self) -> impl Iterator<Item = (u64, &Breaker)> {
         self.map
             .iter()
-            .map(|(h, e)| (*h, e))
-            .chain(self.collisions.iter().map(|(h, e)| (*h, e)))
+            .chain(self.collisions.iter())
+            .map(|b| (hash_of(b), b))
+    }
+
+    /// Every entry, the shard consumed (to move them to other shards).
+    pub(super) fn into_entries(self) -> impl Iterator<Item = (u64, Breaker)> {
+        self.map
+            .into_iter()
+            .chain(self.collisions)
+            .map(|b| (hash_of(&b), b))
+    }
+
+    /// Release the spare capacity of the table and the queues.
+    pub(super) fn shrink_to_fit(&mut self) {
+        self.map.shrink_to_fit(hash_of);
+        self.collisions.shrink_to_fit();
+        self.ring.shrink_to_fit();
+        self.failing.shrink_to_fit();
+        self.pinned.shrink_to_fit();
     }
 }

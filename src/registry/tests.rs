@@ -2,6 +2,7 @@
 
 use super::eviction::{COMPACTED, EXAMINED, REVISIT};
 use super::*;
+use std::hash::BuildHasher;
 
 #[test]
 fn shard_counts_are_powers_of_two() {
@@ -178,20 +179,20 @@ fn colliding_hashes_keep_both_keys() {
     let mut shard: Shard<String> = Shard::new();
     let settings = Arc::new(BreakerConfig::default().validate().unwrap());
     let mk = |k: &str| {
-        Arc::new(Inner {
-            core: Core::new(Arc::clone(&settings)),
+        Breaker(Arc::new(Inner {
+            core: Core::with_hash(Arc::clone(&settings), 7),
             key: k.to_owned(),
-        })
+        }))
     };
     let (a, b) = (mk("a"), mk("b"));
-    shard.insert(7, Arc::clone(&a));
-    shard.insert(7, Arc::clone(&b));
-    assert!(Arc::ptr_eq(shard.find(7, "a").unwrap(), &a));
-    assert!(Arc::ptr_eq(shard.find(7, "b").unwrap(), &b));
+    shard.insert(7, a.clone());
+    shard.insert(7, b.clone());
+    assert!(shard.find(7, "a").unwrap().ptr_eq(&a));
+    assert!(shard.find(7, "b").unwrap().ptr_eq(&b));
     assert_eq!(shard.ring, [7, 7], "one place in the ring each");
     shard.evict(7);
     assert!(shard.find(7, "a").is_none());
-    assert!(Arc::ptr_eq(shard.find(7, "b").unwrap(), &b));
+    assert!(shard.find(7, "b").unwrap().ptr_eq(&b));
     assert!(shard.collisions.is_empty(), "b took a's place in the map");
     assert_eq!(shard.len(), 1);
 }
@@ -209,7 +210,7 @@ async fn the_gauge_counts_follow_inserts_evictions_and_compactions() {
         let mut out = [0; 5];
         for shard in r.s.shards.iter() {
             for (_, e) in read(shard).entries() {
-                out[e.core.counted() as usize] += 1;
+                out[e.0.core.counted() as usize] += 1;
             }
         }
         out
@@ -239,4 +240,50 @@ async fn the_gauge_counts_follow_inserts_evictions_and_compactions() {
     r.retain_recent();
     assert_eq!(r.s.metrics.counts(), words(&r));
     assert!(r.s.metrics.counts()[KeyState::Open as usize] > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_lends_the_registrys_own_handle_without_touching_its_count() {
+    let r: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default());
+    // A new key is created, as `get` would.
+    assert_eq!(r.with("a", |b| b.state()), crate::BreakerState::Closed);
+    assert_eq!(r.len(), 1);
+    // Only the map holds the breaker, inside `f` too: no reference taken.
+    assert_eq!(r.with("a", |b| Arc::strong_count(&b.0)), 1);
+    let held = r.get("a");
+    assert!(r.with("a", |b| b.ptr_eq(&held)), "one breaker per key");
+    assert_eq!(Arc::strong_count(&held.0), 2);
+    drop(held);
+    // A lookup of an unknown key in a full registry without room gets the
+    // overflow breaker, as `get` does.
+    let full: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default()).max_keys(1);
+    let pinned = full.get("a");
+    assert!(full.with("b", |b| b.ptr_eq(full.overflow())));
+    drop(pinned);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_marks_the_key_used_and_writes_the_mark_only_when_cleared() {
+    let r: BreakerRegistry<u32> = BreakerRegistry::new(BreakerConfig::default());
+    let seen = |r: &BreakerRegistry<u32>| {
+        let h = r.s.hasher.hash_one(7u32);
+        read(&r.s.shards[r.shard_of(h)])
+            .find(h, &7)
+            .map(|b| b.0.core.seen())
+    };
+    r.with(&7, |_| ());
+    // A new key is stamped with the time it was created, not marked used.
+    assert_ne!(seen(&r), Some(TOUCHED));
+    r.with(&7, |_| ());
+    assert_eq!(seen(&r), Some(TOUCHED), "used since the hand passed");
+    // The hand clears the mark (the key's second chance); the next use
+    // marks it again.
+    r.retain_recent();
+    assert_ne!(seen(&r), Some(TOUCHED));
+    r.with(&7, |b| {
+        b.try_acquire().map(|p| p.record(crate::Outcome::Success))
+    })
+    .unwrap();
+    assert_eq!(seen(&r), Some(TOUCHED));
+    assert_eq!(r.len(), 1);
 }
