@@ -21,7 +21,7 @@ import os
 GROUPS = [
     ("success_retry", "Retry only, success"),
     ("success_breaker", "Retry + breaker, success"),
-    ("success_registry_1k", "Retry + breaker of a random key among 1,000"),
+    ("success_registry_10k", "Retry + breaker of a random key among 10,000"),
     ("success_registry_1m", "Retry + breaker of a random key among 1,000,000"),
     ("open_rejection", "Open breaker: rejection"),
     ("three_attempts_zero_delay", "3 attempts, zero delay (fails twice)"),

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use safecall::{BreakerConfig, RetryBudget, SafeCall};
 
+pub mod cases;
+
 /// The operation every case wraps: an `async fn` ready on first poll, written
 /// as a user's own harness writes it, so the compiler may inline it into each
 /// crate's call path as it would in the user's build.
