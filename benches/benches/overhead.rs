@@ -395,6 +395,17 @@ fn registry_case(c: &mut Criterion, name: &str, keys: usize) {
             })
         })
     });
+    g.bench_function("safecall_lookup_only", |b| {
+        b.iter_custom(|iters| {
+            time_batch(&rt, iters, |_| {
+                let k = next();
+                let r = &registry;
+                async move {
+                    black_box(r.get(k));
+                }
+            })
+        })
+    });
     g.bench_function("safecall", |b| {
         b.iter_custom(|iters| {
             time_batch(&rt, iters, |i| {
