@@ -242,7 +242,7 @@ fn success_registry(function: &str, n: u64) -> Option<u64> {
     Some(match function {
         "map_lookup_only" => {
             let bare: HashMap<String, u64> = names.iter().cloned().zip(0..).collect();
-            calls!(rt, n, |i| bare.get(k(i)).is_some())
+            calls!(rt, n, |i| black_box(bare.get(k(i)).copied()).is_some())
         }
         "dashmap_lookup_only" => {
             let d: dashmap::DashMap<String, recloser::AsyncRecloser> = names
