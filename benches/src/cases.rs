@@ -4,14 +4,19 @@
 //! and configurations as the criterion benches (`benches/overhead.rs`,
 //! `benches/tower_layer.rs`).
 //!
-//! Each case builds its state, then runs `n` calls back to back in one
-//! `block_on`. The fixed cost (runtime, setup, first-use initialisation) is the
-//! same at `n` and `2n`, so instructions per call = `(Ir(2n) - Ir(n)) / n`.
+//! [`prepare`] builds a case's state (runtime, policy, breakers, a registry's
+//! keys, tripped breakers) outside the count; [`Prepared::run`] then runs `n`
+//! calls back to back in one `block_on`. What is left of a fixed cost (the
+//! `block_on`, first-use initialisation) is the same at `n` and `2n`, so
+//! instructions per call = `(Ir(2n) - Ir(n)) / n`. The state a case's loop
+//! borrows is leaked (a few per process): the loop must outlive nothing.
 //!
 //! ```
-//! // Runs one case; a name that is not in `CASES` is refused.
-//! assert!(safecall_bench::cases::run("success_retry/bare_call", 10).is_some());
-//! assert!(safecall_bench::cases::run("no/such_case", 10).is_none());
+//! use safecall_bench::cases;
+//! // Prepares one case, then runs it; a name that is not in `CASES` is refused.
+//! let mut case = cases::prepare("success_retry/bare_call").expect("a case");
+//! assert_eq!(case.run(10), 10);
+//! assert!(cases::prepare("no/such_case").is_none());
 //! ```
 
 use std::collections::HashMap;
@@ -115,59 +120,102 @@ pub fn trip(breaker: &Breaker) {
     }
 }
 
-/// `n` calls of one expression in one `block_on`; counts the `Ok`s.
-macro_rules! calls {
-    ($rt:expr, $n:expr, |$i:ident| $call:expr) => {
-        $rt.block_on(async {
-            let mut ok = 0u64;
-            for $i in 0..$n {
-                ok += u64::from(black_box($call));
-            }
-            ok
-        })
-    };
+/// A prepared case: its state, and a loop of `n` calls over it.
+pub struct Prepared {
+    rt: tokio::runtime::Runtime,
+    calls: Calls,
 }
 
-/// Runs case `name` for `n` calls; returns how many succeeded (rejections
-/// count as successes of the open-rejection cases), or `None` for a name not
-/// in [`CASES`].
-pub fn run(name: &str, n: u64) -> Option<u64> {
-    let (group, function) = name.split_once('/')?;
-    match group {
-        "success_retry" => success_retry(function, n),
-        "success_breaker" => success_breaker(function, n),
-        "success_registry_10k" => success_registry(function, n),
-        "open_rejection" => open_rejection(function, n),
-        "three_attempts_zero_delay" => zero_delay(function, n),
-        "tower_stack_success" => tower_stack(function, n),
-        _ => None,
+/// A case's loop: `n` calls in one `block_on`; returns how many ended as the
+/// case expects.
+type Calls = Box<dyn FnMut(&tokio::runtime::Runtime, u64) -> u64>;
+
+impl Prepared {
+    /// Runs `n` calls back to back in one `block_on`; returns how many ended as
+    /// the case expects (a success, or a rejection in the open-breaker cases).
+    pub fn run(&mut self, n: u64) -> u64 {
+        (self.calls)(&self.rt, n)
     }
 }
 
-fn success_retry(function: &str, n: u64) -> Option<u64> {
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared(..)")
+    }
+}
+
+/// State a case's loop borrows, for the life of the process.
+fn leak<T>(value: T) -> &'static T {
+    Box::leak(Box::new(value))
+}
+
+/// A loop of `n` calls of one expression in one `block_on`, counting the
+/// `true`s; `move` takes the state the expression uses.
+macro_rules! calls {
+    (|$i:ident| $call:expr) => {
+        Box::new(move |rt: &tokio::runtime::Runtime, n: u64| {
+            rt.block_on(async {
+                let mut ok = 0u64;
+                for $i in 0..n {
+                    ok += u64::from(black_box($call));
+                }
+                ok
+            })
+        }) as Calls
+    };
+}
+
+/// Runs case `name` for `n` calls (prepared and run at once); returns how many
+/// ended as the case expects, or `None` for a name not in [`CASES`].
+pub fn run(name: &str, n: u64) -> Option<u64> {
+    prepare(name).map(|mut case| case.run(n))
+}
+
+/// Builds case `name`'s state; `None` for a name not in [`CASES`].
+pub fn prepare(name: &str) -> Option<Prepared> {
+    let (group, function) = name.split_once('/')?;
     let rt = runtime();
+    let calls = match group {
+        "success_retry" => success_retry(&rt, function),
+        "success_breaker" => success_breaker(&rt, function),
+        "success_registry_10k" => success_registry(function),
+        "open_rejection" => open_rejection(&rt, function),
+        "three_attempts_zero_delay" => zero_delay(&rt, function),
+        "tower_stack_success" => tower_stack(function),
+        _ => None,
+    }?;
+    let mut case = Prepared { rt, calls };
+    if group == "success_registry_10k" {
+        // One call per key first, as criterion's warm-up does: a breaker's
+        // first recorded call sets up its window, once per key, not per call.
+        case.run(REGISTRY_KEYS as u64);
+    }
+    Some(case)
+}
+
+fn success_retry(rt: &tokio::runtime::Runtime, function: &str) -> Option<Calls> {
     Some(match function {
-        "bare_call" => calls!(rt, n, |i| op(i).await.is_ok()),
+        "bare_call" => calls!(|i| op(i).await.is_ok()),
         "safecall" => {
             let p: SafeCall<Failure> = SafeCall::default();
-            calls!(rt, n, |i| p.call(|| op(i)).await.is_ok())
+            calls!(|i| p.call(|| op(i)).await.is_ok())
         }
         "safecall_no_budget" => {
             let p = no_budget_policy();
-            calls!(rt, n, |i| p.call(|| op(i)).await.is_ok())
+            calls!(|i| p.call(|| op(i)).await.is_ok())
         }
         "tower_retry" => {
             let mut svc = tower::retry::Retry::new(Attempts(3), tower::service_fn(op));
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_ok())
+            calls!(|i| tower_call(&mut svc, i).await.is_ok())
         }
         "backon" => {
             use backon::Retryable;
-            calls!(rt, n, |i| (|| op(i))
+            calls!(|i| (|| op(i))
                 .retry(backon::ExponentialBuilder::default().with_max_times(3))
                 .await
                 .is_ok())
         }
-        "tokio_retry2" => calls!(rt, n, |i| {
+        "tokio_retry2" => calls!(|i| {
             let strategy = tokio_retry2::strategy::ExponentialBackoff::from_millis(1000).take(3);
             tokio_retry2::Retry::spawn(strategy, || async move {
                 op(i).await.map_err(tokio_retry2::RetryError::transient)
@@ -178,15 +226,14 @@ fn success_retry(function: &str, n: u64) -> Option<u64> {
         "seatbelt" => {
             let ctx = rt.block_on(async { seatbelt_context() });
             let svc = (seatbelt_retry(&ctx), Execute::new(op)).into_service();
-            calls!(rt, n, |i| svc.execute(i).await.is_ok())
+            calls!(|i| svc.execute(i).await.is_ok())
         }
         _ => return None,
     })
 }
 
-fn success_breaker(function: &str, n: u64) -> Option<u64> {
+fn success_breaker(rt: &tokio::runtime::Runtime, function: &str) -> Option<Calls> {
     use failsafe::futures::CircuitBreaker as _;
-    let rt = runtime();
     let p: SafeCall<Failure> = SafeCall::default();
     Some(match function {
         "safecall_default" | "safecall_count" | "safecall_consecutive" => {
@@ -194,25 +241,25 @@ fn success_breaker(function: &str, n: u64) -> Option<u64> {
                 .into_iter()
                 .find(|(c, _)| function.ends_with(c))?;
             let b = Breaker::new(config);
-            calls!(rt, n, |i| p.call(|| op(i)).breaker(&b).await.is_ok())
+            calls!(|i| p.call(|| op(i)).breaker(&b).await.is_ok())
         }
         "recloser" => {
-            let r = recloser::AsyncRecloser::from(recloser_breaker(OPEN));
+            let r = leak(recloser::AsyncRecloser::from(recloser_breaker(OPEN)));
             let mut svc =
                 tower::retry::Retry::new(Attempts(3), tower::service_fn(|x| r.call(op(x))));
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_ok())
+            calls!(|i| tower_call(&mut svc, i).await.is_ok())
         }
         "failsafe" => {
-            let f = failsafe_breaker(OPEN);
+            let f = leak(failsafe_breaker(OPEN));
             let mut svc =
                 tower::retry::Retry::new(Attempts(3), tower::service_fn(|x| f.call(op(x))));
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_ok())
+            calls!(|i| tower_call(&mut svc, i).await.is_ok())
         }
         "tower_resilience" => {
             let layer = tower_resilience_layer(OPEN);
             let mut svc =
                 tower::retry::Retry::new(Attempts(3), layer.layer_fn(tower::service_fn(op)));
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_ok())
+            calls!(|i| tower_call(&mut svc, i).await.is_ok())
         }
         "seatbelt" => {
             let ctx = rt.block_on(async { seatbelt_context() });
@@ -222,49 +269,50 @@ fn success_breaker(function: &str, n: u64) -> Option<u64> {
                 Execute::new(op),
             )
                 .into_service();
-            calls!(rt, n, |i| svc.execute(i).await.is_ok())
+            calls!(|i| svc.execute(i).await.is_ok())
         }
         _ => return None,
     })
 }
 
-fn success_registry(function: &str, n: u64) -> Option<u64> {
+fn success_registry(function: &str) -> Option<Calls> {
     use failsafe::futures::CircuitBreaker as _;
-    let rt = runtime();
     let p: SafeCall<Failure> = SafeCall::default();
     let keys = REGISTRY_KEYS;
-    let names: Vec<String> = (0..keys).map(key).collect();
-    let probe: Vec<&str> = shuffled(keys)
-        .into_iter()
-        .map(|i| names[i].as_str())
-        .collect();
-    let k = |i: u64| probe[(i % keys as u64) as usize];
+    let names: &'static Vec<String> = leak((0..keys).map(key).collect());
+    let probe: &'static Vec<&str> = leak(
+        shuffled(keys)
+            .into_iter()
+            .map(|i| names[i].as_str())
+            .collect(),
+    );
+    let k = move |i: u64| probe[(i % keys as u64) as usize];
     Some(match function {
         "map_lookup_only" => {
             let bare: HashMap<String, u64> = names.iter().cloned().zip(0..).collect();
-            calls!(rt, n, |i| black_box(bare.get(k(i)).copied()).is_some())
+            calls!(|i| black_box(bare.get(k(i)).copied()).is_some())
         }
         "dashmap_lookup_only" => {
             let d: dashmap::DashMap<String, recloser::AsyncRecloser> = names
                 .iter()
                 .map(|k| (k.clone(), recloser_breaker(OPEN).into()))
                 .collect();
-            calls!(rt, n, |i| d.get(k(i)).map(|e| e.value().clone()).is_some())
+            calls!(|i| d.get(k(i)).map(|e| e.value().clone()).is_some())
         }
         "safecall_lookup_only" | "safecall" => {
             let registry: BreakerRegistry<String> = BreakerRegistry::new(BreakerConfig::default())
                 .max_keys(keys)
                 .idle_ttl(HOUR);
-            for name in &names {
+            for name in names {
                 drop(registry.get(name.as_str()));
             }
             if function == "safecall_lookup_only" {
-                return Some(calls!(rt, n, |i| {
+                return Some(calls!(|i| {
                     drop(black_box(registry.get(k(i))));
                     true
                 }));
             }
-            calls!(rt, n, |i| {
+            calls!(|i| {
                 let breaker = registry.get(k(i));
                 p.call(|| op(i)).breaker(&breaker).await.is_ok()
             })
@@ -274,7 +322,7 @@ fn success_registry(function: &str, n: u64) -> Option<u64> {
                 .iter()
                 .map(|k| (k.clone(), recloser_breaker(OPEN).into()))
                 .collect();
-            calls!(rt, n, |i| {
+            calls!(|i| {
                 let Some(r) = d.get(k(i)).map(|e| e.value().clone()) else {
                     continue;
                 };
@@ -288,7 +336,7 @@ fn success_registry(function: &str, n: u64) -> Option<u64> {
                 .iter()
                 .map(|k| (k.clone(), failsafe_breaker(OPEN)))
                 .collect();
-            calls!(rt, n, |i| {
+            calls!(|i| {
                 let Some(f) = d.get(k(i)).map(|e| e.value().clone()) else {
                     continue;
                 };
@@ -306,9 +354,8 @@ fn fail() -> std::future::Ready<Result<u64, Failure>> {
     ready(Err(Failure))
 }
 
-fn open_rejection(function: &str, n: u64) -> Option<u64> {
+fn open_rejection(rt: &tokio::runtime::Runtime, function: &str) -> Option<Calls> {
     use failsafe::futures::CircuitBreaker as _;
-    let rt = runtime();
     let p: SafeCall<Failure> = SafeCall::default();
     Some(match function {
         "safecall_default" | "safecall_count" | "safecall_consecutive" => {
@@ -317,7 +364,7 @@ fn open_rejection(function: &str, n: u64) -> Option<u64> {
                 .find(|(c, _)| function.ends_with(c))?;
             let b = Breaker::new(config.open_duration(HOUR));
             trip(&b);
-            calls!(rt, n, |i| p.call(|| op(i)).breaker(&b).await.is_err())
+            calls!(|i| p.call(|| op(i)).breaker(&b).await.is_err())
         }
         "recloser" => {
             let r = recloser::AsyncRecloser::from(recloser_breaker(HOUR));
@@ -326,7 +373,7 @@ fn open_rejection(function: &str, n: u64) -> Option<u64> {
                     let _ = r.call(fail()).await;
                 }
             });
-            calls!(rt, n, |i| r.call(op(i)).await.is_err())
+            calls!(|i| r.call(op(i)).await.is_err())
         }
         "failsafe" => {
             let f = failsafe_breaker(HOUR);
@@ -335,7 +382,7 @@ fn open_rejection(function: &str, n: u64) -> Option<u64> {
                     let _ = f.call(fail()).await;
                 }
             });
-            calls!(rt, n, |i| f.call(op(i)).await.is_err())
+            calls!(|i| f.call(op(i)).await.is_err())
         }
         "tower_resilience" => {
             let layer = tower_resilience_layer(HOUR);
@@ -345,7 +392,7 @@ fn open_rejection(function: &str, n: u64) -> Option<u64> {
                     let _ = tower_call(&mut svc, 0).await;
                 }
             });
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_err())
+            calls!(|i| tower_call(&mut svc, i).await.is_err())
         }
         "seatbelt" => {
             let ctx = rt.block_on(async { seatbelt_context() });
@@ -359,39 +406,37 @@ fn open_rejection(function: &str, n: u64) -> Option<u64> {
                     let _ = svc.execute(0).await;
                 }
             });
-            calls!(rt, n, |i| svc.execute(i).await.is_err())
+            calls!(|i| svc.execute(i).await.is_err())
         }
         _ => return None,
     })
 }
 
-fn zero_delay(function: &str, n: u64) -> Option<u64> {
-    let rt = runtime();
-    let counter = AtomicU32::new(0);
-    let c = &counter;
+fn zero_delay(rt: &tokio::runtime::Runtime, function: &str) -> Option<Calls> {
+    let c: &'static AtomicU32 = leak(AtomicU32::new(0));
     Some(match function {
         "safecall" => {
             let p = zero_delay_policy();
-            calls!(rt, n, |_i| p.call(|| fails_twice(c)).await.is_ok())
+            calls!(|_i| p.call(|| fails_twice(c)).await.is_ok())
         }
         "tower_retry" => {
             let mut svc =
                 tower::retry::Retry::new(Attempts(3), tower::service_fn(|_: u64| fails_twice(c)));
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_ok())
+            calls!(|i| tower_call(&mut svc, i).await.is_ok())
         }
         "seatbelt" => {
             let ctx = rt.block_on(async { seatbelt_context() });
-            let counter: &'static AtomicU32 = Box::leak(Box::new(AtomicU32::new(0)));
+            let counter: &'static AtomicU32 = leak(AtomicU32::new(0));
             let layer = seatbelt_retry(&ctx)
                 .backoff(seatbelt::retry::Backoff::Constant)
                 .base_delay(Duration::ZERO)
                 .use_jitter(false);
             let svc = (layer, Execute::new(move |_: u64| fails_twice(counter))).into_service();
-            calls!(rt, n, |i| svc.execute(i).await.is_ok())
+            calls!(|i| svc.execute(i).await.is_ok())
         }
         "backon" => {
             use backon::Retryable;
-            calls!(rt, n, |_i| (|| fails_twice(c))
+            calls!(|_i| (|| fails_twice(c))
                 .retry(
                     backon::ConstantBuilder::default()
                         .with_delay(Duration::ZERO)
@@ -400,7 +445,7 @@ fn zero_delay(function: &str, n: u64) -> Option<u64> {
                 .await
                 .is_ok())
         }
-        "tokio_retry2" => calls!(rt, n, |_i| {
+        "tokio_retry2" => calls!(|_i| {
             let strategy = tokio_retry2::strategy::FixedInterval::from_millis(0).take(3);
             tokio_retry2::Retry::spawn(strategy, || async {
                 fails_twice(c)
@@ -414,44 +459,43 @@ fn zero_delay(function: &str, n: u64) -> Option<u64> {
     })
 }
 
-fn tower_stack(function: &str, n: u64) -> Option<u64> {
-    let rt = runtime();
+fn tower_stack(function: &str) -> Option<Calls> {
     let policy: SafeCall<Failure> = SafeCall::default();
     Some(match function {
         "bare_service" => {
             let mut svc = tower::service_fn(op);
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_ok())
+            calls!(|i| tower_call(&mut svc, i).await.is_ok())
         }
         "tower_retry" => {
             let mut svc = ServiceBuilder::new()
                 .layer(tower::retry::RetryLayer::new(Attempts(3)))
                 .service(tower::service_fn(op));
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_ok())
+            calls!(|i| tower_call(&mut svc, i).await.is_ok())
         }
         "safecall_layer" => {
             let mut svc = ServiceBuilder::new()
                 .layer(SafeCallLayer::new(policy))
                 .service(tower::service_fn(op));
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_ok())
+            calls!(|i| tower_call(&mut svc, i).await.is_ok())
         }
         "safecall_layer_no_budget" => {
             let mut svc = ServiceBuilder::new()
                 .layer(SafeCallLayer::new(no_budget_policy()))
                 .service(tower::service_fn(op));
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_ok())
+            calls!(|i| tower_call(&mut svc, i).await.is_ok())
         }
         "safecall_layer_breaker" => {
             let registry: BreakerRegistry<u64> = BreakerRegistry::new(BreakerConfig::default());
             let mut svc = ServiceBuilder::new()
                 .layer(SafeCallLayer::new(policy).breakers(registry, |_: &u64| 7))
                 .service(tower::service_fn(op));
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_ok())
+            calls!(|i| tower_call(&mut svc, i).await.is_ok())
         }
         "tower_resilience" => {
             let layer = tower_resilience_layer(OPEN);
             let mut svc =
                 tower::retry::Retry::new(Attempts(3), layer.layer_fn(tower::service_fn(op)));
-            calls!(rt, n, |i| tower_call(&mut svc, i).await.is_ok())
+            calls!(|i| tower_call(&mut svc, i).await.is_ok())
         }
         _ => return None,
     })
