@@ -275,12 +275,54 @@ def table(t, i, meta):
             first += " (" + "; ".join(f"{lab}: {cell(c, t, i)}" for lab, c in variants) + ")"
         peer = "; ".join(f"{lab} {cell(c, t, i)}" for lab, c in peers)
         lines.append(f"| {caption} | {first} | {peer} | {status(rule, main, t, i)} |")
+    lines += extra_rows()
     lines.append("")
     lines.append("Each cell: criterion's median time per call · callgrind instructions per call "
                  "(`–`: not counted; the 1,000,000-key and two-thread cases are counted in "
                  "time only, as their cost is cache misses and contention, which instruction "
                  "counts do not see).")
     return "\n".join(lines) + "\n"
+
+
+def md_rows(name):
+    """The body rows of a Markdown table in `benches/results/<name>`, as cell lists."""
+    path = os.path.join(RESULTS, name)
+    if not os.path.exists(path):
+        return []
+    rows = []
+    for line in open(path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and not set(cells[0]) <= set("-: ") and cells[0] not in ("path", "scenario (1,000,000 keys)"):
+            rows.append(cells)
+    return rows
+
+
+def extra_rows():
+    """Allocations and memory, from the same run's `allocations.md` and `memory_run.md`."""
+    out = []
+    alloc = md_rows("allocations.md")
+    if alloc:
+        ours = {r[0]: r[2] for r in alloc if r[1] in ("safecall retry", "safecall retry + breaker") and
+                (r[0] == "success" and r[1] == "safecall retry" or r[0] == "rejection")}
+        others = [f"{r[1]} {float(r[2]):g} ({r[0]})" for r in alloc
+                  if not r[1].startswith("safecall") and float(r[2]) > 0]
+        out.append(f"| heap allocations per call (success, rejection) | "
+                   f"{float(ours.get('success', 'nan')):g}, {float(ours.get('rejection', 'nan')):g} | "
+                   f"{'; '.join(others) or 'none'}; the others 0 | 0: "
+                   f"{'met' if all(float(v) == 0 for v in ours.values()) else 'short'} |")
+    mem = md_rows("memory_run.md")
+    if mem:
+        pick = {r[0]: r for r in mem}
+        ours = pick.get("safecall registry, get only (never called)")
+        idle = pick.get("safecall registry, default config, 1 success per key, idle 34 s + housekeeping")
+        peers = [f"{r[0].split(' in ')[0]} {r[1]} B" for k, r in pick.items()
+                 if k.startswith(("recloser", "failsafe"))]
+        if ours:
+            extra = f" (default config after a call, idle + housekeeping: live heap {idle[2]} B)" if idle else ""
+            out.append(f"| memory per idle tenant (1,000,000 keys, RSS per key) | {ours[1]} B{extra} | "
+                       f"{'; '.join(peers)} (1 success per key) | ≤ 160 B: "
+                       f"{'met' if float(ours[1]) <= 160 else 'short'} |")
+    return out
 
 
 def header(meta):
