@@ -6,7 +6,7 @@ and each case's DESIGN.md target marked met or short.
     python3 benches/table.py             # run the benches, then write the table
     python3 benches/table.py --no-run    # only rebuild the table from the last run
 
-A run (about 10 minutes on 2 vCPU) notes the date and `uptime` before and
+A run (about 6 minutes on 2 vCPU) notes the date and `uptime` before and
 after, runs (in this order) the criterion benches `overhead`, `tower_layer` and
 `breaker`, the allocation and memory benches (their Markdown tables are saved
 to `benches/results/`), then the gungraun benches `instructions` (needs
@@ -346,7 +346,9 @@ def main():
         run(have_runner)
     meta_path = os.path.join(RESULTS, "table_run.json")
     meta = json.load(open(meta_path)) if os.path.exists(meta_path) else None
-    t, i = criterion_medians(), instruction_counts()
+    t = criterion_medians()
+    # Counts of an earlier run must not sit beside this run's times.
+    i = instruction_counts() if (meta is None or meta.get("instructions")) else {}
     text = header(meta) + "\n" + table(t, i, meta)
     with open(os.path.join(RESULTS, "table.md"), "w") as f:
         f.write(text)
