@@ -115,7 +115,7 @@
 //! Without the feature nothing is compiled in: a call runs the same
 //! instructions as before. With it, a call reads the clock twice more (at
 //! its start, unless a deadline or an attempt timeout already does, and at
-//! its end: about 20 ns each on the machine of `bench/results/metrics.md`),
+//! its end: about 20 ns each on the machine of `benches/results/metrics.md`),
 //! looks up the recorder in force (a thread-local and an atomic load) and
 //! records two histogram values and its events; the exporter's own recording
 //! comes on top. Nothing is allocated per call by safecall. A policy on a

@@ -11,6 +11,10 @@
 //! `retry_breaker_default` with a hedge that is never needed (the attempt
 //! answers at once).
 //!
+//! Besides the cases below, every case of the performance table runs by its
+//! `group/function` name (`safecall_bench::cases::CASES`, e.g.
+//! `success_retry/tower_retry`): the fallback when gungraun's runner is missing.
+//!
 //! With safecall's metrics (`--features metrics`), every policy records its
 //! calls; `SAFECALL_RECORDER=prometheus` installs the Prometheus recorder
 //! first (without it, the no-op recorder takes the values).
@@ -53,6 +57,12 @@ fn main() {
         .get(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
+    // Every case of the performance table by its `group/function` name (the
+    // same loops that `benches/instructions.rs` counts under gungraun).
+    if let Some(ok) = safecall_bench::cases::run(case, n) {
+        black_box(ok);
+        return;
+    }
     #[cfg(feature = "metrics")]
     if std::env::var("SAFECALL_RECORDER").as_deref() == Ok("prometheus") {
         let _handle = metrics_exporter_prometheus::PrometheusBuilder::new()

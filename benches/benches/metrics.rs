@@ -1,7 +1,7 @@
 //! The cost of safecall's metrics (feature `metrics`), in one run: the same
 //! calls with a policy that records nothing (`.metrics(false)`: one branch
 //! per call, the stand-in for the feature off, which the callgrind counts in
-//! `bench/README.md` compare exactly), with the no-op recorder (the
+//! `benches/README.md` compare exactly), with the no-op recorder (the
 //! instrumentation alone), and with metrics-exporter-prometheus' recorder
 //! installed (what a service pays). Then heap allocations per call under
 //! each, counted by a global allocator.

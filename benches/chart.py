@@ -3,10 +3,10 @@
 
 Reads every `target/criterion/**/new/estimates.json` (median point estimates,
 nanoseconds per call) with its `benchmark.json` (group and function names), and
-writes `bench/results/overhead.md` and `bench/results/overhead.svg`.
+writes `benches/results/overhead.md` and `benches/results/overhead.svg`.
 
 Usage (from the workspace root, after `cargo bench -p safecall-bench`):
-    python3 bench/chart.py [--criterion target/criterion] [--out bench/results]
+    python3 benches/chart.py [--criterion target/criterion] [--out benches/results]
 Only the Python standard library is used.
 """
 
@@ -21,7 +21,7 @@ import os
 GROUPS = [
     ("success_retry", "Retry only, success"),
     ("success_breaker", "Retry + breaker, success"),
-    ("success_registry_1k", "Retry + breaker of a random key among 1,000"),
+    ("success_registry_10k", "Retry + breaker of a random key among 10,000"),
     ("success_registry_1m", "Retry + breaker of a random key among 1,000,000"),
     ("open_rejection", "Open breaker: rejection"),
     ("three_attempts_zero_delay", "3 attempts, zero delay (fails twice)"),
@@ -131,7 +131,7 @@ def svg(data):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--criterion", default="target/criterion")
-    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--out", default="benches/results")
     args = ap.parse_args()
     data = load(args.criterion)
     if not data:
