@@ -668,7 +668,7 @@ where
                         _ => None,
                     };
                     if time_left == Some(Duration::ZERO) {
-                        this.state.set(State::Done);
+                        this.state.as_mut().project_replace(State::Done);
                         return Poll::Ready(Err(Error::Timeout {
                             attempts: *this.attempts,
                             kind: TimeoutKind::Deadline,
@@ -683,7 +683,7 @@ where
                             Acquired::Refused => {
                                 tracing::debug!("bulkhead full");
                                 measure::event(s, CallEvent::BulkheadRejected);
-                                this.state.set(State::Done);
+                                this.state.as_mut().project_replace(State::Done);
                                 return Poll::Ready(Err(Error::BulkheadFull {
                                     waited: Duration::ZERO,
                                     attempts: *this.attempts,
@@ -717,7 +717,7 @@ where
                             Err(refused) => {
                                 tracing::debug!(attempts = *this.attempts, retry_in = ?refused.retry_in(), cause = %refused.cause(), "circuit open");
                                 measure::event(s, CallEvent::Rejected);
-                                this.state.set(State::Done);
+                                this.state.as_mut().project_replace(State::Done);
                                 return Poll::Ready(Err(Error::CircuitOpen {
                                     retry_in: refused.retry_in(),
                                     cause: refused.cause(),
@@ -790,7 +790,7 @@ where
                         // an attempt timeout.
                         this.breaker.record(Outcome::Failure);
                         tracing::debug!(attempts = *this.attempts, "deadline passed");
-                        this.state.set(State::Done);
+                        this.state.as_mut().project_replace(State::Done);
                         return Poll::Ready(Err(Error::Timeout {
                             attempts: *this.attempts,
                             kind: TimeoutKind::Deadline,
@@ -819,7 +819,7 @@ where
                         Queued::Refused => {
                             // The bulkhead's ceiling (a registry's global
                             // limit) is full: it does not queue.
-                            this.state.set(State::Done);
+                            this.state.as_mut().project_replace(State::Done);
                             let waited = Instant::now().saturating_duration_since(since);
                             tracing::debug!(?waited, "bulkhead ceiling full");
                             return Poll::Ready(Err(Error::BulkheadFull {
@@ -835,7 +835,7 @@ where
                         this.state.set(State::Start);
                         continue;
                     }
-                    this.state.set(State::Done);
+                    this.state.as_mut().project_replace(State::Done);
                     let attempts = *this.attempts;
                     if at_deadline {
                         tracing::debug!("deadline passed while queued for the bulkhead");
@@ -855,7 +855,7 @@ where
                     let (Some(hedge), Some(flight)) =
                         (this.hedge.hedge(), G::flight(this.flight.as_mut()))
                     else {
-                        this.state.set(State::Done);
+                        this.state.as_mut().project_replace(State::Done);
                         return Poll::Pending;
                     };
                     let (breaker, first_permit) = this.breaker.parts();
@@ -872,11 +872,11 @@ where
                     };
                     match ready!(flight.poll_round(cx, &mut ctx)) {
                         flight::Landed::Won(value) => {
-                            this.state.set(State::Done);
+                            this.state.as_mut().project_replace(State::Done);
                             return Poll::Ready(Ok(value));
                         }
                         flight::Landed::Ended(result) => {
-                            this.state.set(State::Done);
+                            this.state.as_mut().project_replace(State::Done);
                             return Poll::Ready(result);
                         }
                         flight::Landed::Failed(failure, class) => {
@@ -903,7 +903,7 @@ where
                 if matches!(failure, Failure::Value(..)) {
                     this.measure.value_failed(None);
                 }
-                this.state.set(State::Done);
+                this.state.as_mut().project_replace(State::Done);
                 return Poll::Ready(failure.end(attempts, class, None, this.last_error.take()));
             }
             let mut next = decide(
@@ -922,7 +922,7 @@ where
                         "circuit open: not waiting for a refusal"
                     );
                     measure::event(s, CallEvent::Rejected);
-                    this.state.set(State::Done);
+                    this.state.as_mut().project_replace(State::Done);
                     return Poll::Ready(Err(Error::CircuitOpen {
                         retry_in,
                         cause,
@@ -958,7 +958,7 @@ where
                     if matches!(failure, Failure::Value(..)) {
                         this.measure.value_failed(Some(reason));
                     }
-                    this.state.set(State::Done);
+                    this.state.as_mut().project_replace(State::Done);
                     return Poll::Ready(failure.end(
                         attempts,
                         class,
