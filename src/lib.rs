@@ -129,6 +129,7 @@ pub mod classify;
 mod error;
 pub mod fleet;
 pub mod health;
+mod hedge;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
