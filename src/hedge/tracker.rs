@@ -373,5 +373,8 @@ impl LatencyTracker {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(safecall_loom)))]
 mod tests;
+
+#[cfg(all(test, safecall_loom))]
+mod loom_model;
