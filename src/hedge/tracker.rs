@@ -8,11 +8,14 @@
 //! memory per call and a sort per read; a histogram of fixed buckets costs
 //! neither, and its error is bounded by the bucket width. The buckets are
 //! *log-linear*: each power of two of nanoseconds is cut into 8 equal
-//! sub-buckets, so a bucket `[lo, lo + w)` has `w <= lo / 8`, and the value
-//! reported for it, its midpoint, is within 1/16 (6.25 %) of every latency in
-//! it: well inside the 12.5 % that DESIGN.md promises. Latencies below 8 ns
-//! have a bucket each; latencies of `2^36` ns (68.7 s) and more count as
-//! `2^36 - 1` ns, in the top bucket (reported as 66.6 s).
+//! sub-buckets, so a bucket `[lo, lo + w)` has `w <= lo / 8`. The value
+//! reported for a bucket is the largest latency it holds, `lo + w - 1`: a
+//! quantile is never below the exact one and less than 1/8 (12.5 %) above it,
+//! as DESIGN.md promises. Rounding up, not to the midpoint, is deliberate: a
+//! hedge at the p-quantile then never fires earlier than the true p-quantile,
+//! so the histogram's rounding never makes it hedge more than `1 - p` of the
+//! calls. Latencies below 16 ns are exact; latencies of `2^36` ns (68.7 s)
+//! and more count as `2^36 - 1` ns, the top bucket's largest value.
 //!
 //! The window is two half-windows, *current* and *previous*, numbered by
 //! `(now - start) / half` where `start` is the tracker's creation and `half`
@@ -107,11 +110,11 @@ fn bucket_bounds(i: usize) -> (u64, u64) {
     ((1 << k) + (i % SUB) * width, width)
 }
 
-/// The latency reported for bucket `i`: its midpoint, within `width / 2 <=
-/// lo / 16` of every latency in it.
+/// The latency reported for bucket `i`: the largest it holds, at most
+/// `width - 1 < lo / 8` above every latency in it.
 fn bucket_value(i: usize) -> u64 {
     let (lo, width) = bucket_bounds(i);
-    lo + width / 2
+    lo + width - 1
 }
 
 /// A counter word: `tag:32 | count:32`, the count of records in the
@@ -316,7 +319,8 @@ impl LatencyTracker {
     }
 
     /// The `p`-quantile (nearest rank; `p` clamped to `[0, 1]`) of the
-    /// latencies in the window at `now`, within 6.25 % of the exact one; `None`
+    /// latencies in the window at `now`, rounded up to its bucket's largest
+    /// value (never below the exact quantile, less than 12.5 % above); `None`
     /// while the window holds fewer than `min_samples` (or no) records.
     ///
     /// Usually a few atomic loads: the result is cached and recomputed on a

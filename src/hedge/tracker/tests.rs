@@ -22,6 +22,17 @@ fn exact_quantile(values: &[u64], p: f64) -> u64 {
     sorted[(rank - 1) as usize]
 }
 
+/// Whether `got` is `exact` rounded up within its bucket: never below it, less
+/// than 1/8 above it.
+fn rounds_up(got: u64, exact: u64) -> bool {
+    got >= exact && (got - exact) * 8 < exact.max(1)
+}
+
+/// [`rounds_up`] for durations.
+fn near(got: Duration, exact: Duration) -> bool {
+    rounds_up(got.as_nanos() as u64, exact.as_nanos() as u64)
+}
+
 #[test]
 fn buckets_tile_the_range_each_at_most_an_eighth_of_its_lowest_value() {
     let mut next = 0;
@@ -77,7 +88,7 @@ proptest! {
     })]
 
     #[test]
-    fn quantiles_are_within_a_sixteenth_of_the_exact_ones(
+    fn quantiles_round_up_by_less_than_an_eighth(
         values in proptest::collection::vec(latency(), 1..400),
         p in 0.0_f64..=1.0,
     ) {
@@ -90,9 +101,9 @@ proptest! {
         let got = t.quantile(p, 0, t.start).map(|d| d.as_nanos() as u64);
         prop_assert!(got.is_some());
         let got = got.unwrap_or_default();
-        // 1/16 = 6.25 %, inside the 12.5 % DESIGN.md promises.
+        // The 12.5 % DESIGN.md promises, and never below.
         prop_assert!(
-            got.abs_diff(exact) * 16 <= exact,
+            rounds_up(got, exact),
             "p{} of {} values: {} for exact {}", p, values.len(), got, exact
         );
         // The cached answer is the same.
@@ -100,7 +111,7 @@ proptest! {
     }
 
     #[test]
-    fn quantiles_over_both_halves_are_within_a_sixteenth(
+    fn quantiles_over_both_halves_round_up_by_less_than_an_eighth(
         older in proptest::collection::vec(latency(), 0..200),
         newer in proptest::collection::vec(latency(), 1..200),
         p in 0.0_f64..=1.0,
@@ -116,11 +127,11 @@ proptest! {
         let all: Vec<u64> = older.iter().chain(&newer).copied().collect();
         let exact = exact_quantile(&all, p);
         let got = t.quantile(p, 0, at).map_or(0, |d| d.as_nanos() as u64);
-        prop_assert!(got.abs_diff(exact) * 16 <= exact, "{} for exact {}", got, exact);
+        prop_assert!(rounds_up(got, exact), "{} for exact {}", got, exact);
         // One nanosecond later the older half has aged out.
         let exact = exact_quantile(&newer, p);
         let got = t.quantile(p, 0, at + Duration::from_nanos(1)).map_or(0, |d| d.as_nanos() as u64);
-        prop_assert!(got.abs_diff(exact) * 16 <= exact, "{} for exact {}", got, exact);
+        prop_assert!(rounds_up(got, exact), "{} for exact {}", got, exact);
     }
 }
 
@@ -132,9 +143,9 @@ fn out_of_range_inputs_are_clamped() {
     }
     let top = Duration::from_nanos(bucket_value(BUCKETS - 1));
     assert_eq!(
-        top.as_millis(),
-        66_571,
-        "latencies from 68.7 s on read as 66.6 s"
+        top.as_nanos(),
+        (1 << 36) - 1,
+        "from 68.7 s on, all read as 68.7 s"
     );
     assert_eq!(
         t.quantile(2.0, 0, t.start),
@@ -172,7 +183,7 @@ fn min_samples_holds_the_quantile_back() {
     assert!(t.quantile(0.95, 99, t.start).is_some());
     t.record(ms(10), t.start);
     let q = t.quantile(0.95, 100, t.start).expect("100 samples");
-    assert!(q.abs_diff(ms(10)) * 16 <= ms(10), "{q:?}");
+    assert!(near(q, ms(10)), "{q:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -213,17 +224,14 @@ async fn the_quantile_follows_the_window_as_it_rotates() {
         t.record(ms(1000), Instant::now());
     }
     let p50 = t.quantile(0.5, 100, Instant::now()).expect("200 samples");
-    assert!(p50.abs_diff(ms(10)) * 16 <= ms(10), "half fast: {p50:?}");
+    assert!(near(p50, ms(10)), "half fast: {p50:?}");
     let p99 = t.quantile(0.99, 100, Instant::now()).expect("200 samples");
-    assert!(p99.abs_diff(ms(1000)) * 16 <= ms(1000), "{p99:?}");
+    assert!(near(p99, ms(1000)), "{p99:?}");
 
     tokio::time::advance(HALF).await; // the fast half ages out
     assert_eq!(t.samples(Instant::now()), 100);
     let p50 = t.quantile(0.5, 100, Instant::now()).expect("100 samples");
-    assert!(
-        p50.abs_diff(ms(1000)) * 16 <= ms(1000),
-        "only slow left: {p50:?}"
-    );
+    assert!(near(p50, ms(1000)), "only slow left: {p50:?}");
     assert_eq!(t.quantile(0.5, 101, Instant::now()), None);
 }
 
@@ -241,15 +249,9 @@ fn a_cached_quantile_is_used_for_an_eighth_of_a_half_window() {
     let before = t.start + refresh - Duration::from_nanos(1);
     assert_eq!(t.quantile(0.5, 0, before), Some(fast), "still cached");
     let slow = t.quantile(0.9, 0, before).expect("samples");
-    assert!(
-        slow.abs_diff(ms(1000)) * 16 <= ms(1000),
-        "another p is computed: {slow:?}"
-    );
+    assert!(near(slow, ms(1000)), "another p is computed: {slow:?}");
     let later = t.quantile(0.5, 0, t.start + refresh).expect("samples");
-    assert!(
-        later.abs_diff(ms(1000)) * 16 <= ms(1000),
-        "recomputed: {later:?}"
-    );
+    assert!(near(later, ms(1000)), "recomputed: {later:?}");
     assert_eq!(t.samples(t.start), 1100, "samples are never cached");
 }
 
@@ -262,7 +264,7 @@ fn a_record_in_a_reused_half_restarts_its_counts() {
     t.record(ms(20), later);
     assert_eq!(t.samples(later), 1);
     let q = t.quantile(0.0, 0, later).expect("one sample");
-    assert!(q.abs_diff(ms(20)) * 16 <= ms(20), "{q:?}");
+    assert!(near(q, ms(20)), "{q:?}");
 }
 
 #[test]
@@ -274,10 +276,7 @@ fn a_record_older_than_its_slots_contents_is_dropped() {
     t.record(ms(10), t.start);
     assert_eq!(t.samples(later), 1);
     let q = t.quantile(0.0, 0, later).expect("one sample");
-    assert!(
-        q.abs_diff(ms(20)) * 16 <= ms(20),
-        "the newer count survives: {q:?}"
-    );
+    assert!(near(q, ms(20)), "the newer count survives: {q:?}");
 }
 
 #[test]
@@ -352,5 +351,5 @@ fn concurrent_records_from_several_threads_total_exactly() {
     let p = 0.95;
     let exact = exact_quantile(&values, p);
     let got = t.quantile(p, 0, mid).map_or(0, |d| d.as_nanos() as u64);
-    assert!(got.abs_diff(exact) * 16 <= exact, "{got} for {exact}");
+    assert!(rounds_up(got, exact), "{got} for {exact}");
 }
