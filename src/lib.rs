@@ -97,6 +97,8 @@
 //!   (the `safecall-redis` crate implements it on Redis).
 //! - [`health`]: named checks and breaker states folded into a report for a
 //!   health endpoint.
+//! - [`hedge`]: hedged (backup) requests against tail latency, with
+//!   [`Call::hedge`].
 //! - `testing` (feature `testing`): scripted operations and chaos injection, to
 //!   test your own policies on a paused clock.
 //! - `tower` (feature `tower`): `SafeCallLayer`, the policy and per-tenant
@@ -129,7 +131,7 @@ pub mod classify;
 mod error;
 pub mod fleet;
 pub mod health;
-mod hedge;
+pub mod hedge;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
@@ -151,8 +153,8 @@ pub use breaker::{
 pub use budget::RetryBudget;
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadPermit, BulkheadRegistry, BulkheadSnapshot};
 pub use call::{
-    Attempt, BreakerHold, BulkheadHold, Call, ClassifyOkWith, EveryOk, Fallback, NoBreaker,
-    NoBulkhead, Plain, WithAttempt,
+    Attempt, BreakerHold, BulkheadHold, Call, ClassifyOkWith, EveryOk, Fallback, HedgeHold,
+    NoBreaker, NoBulkhead, NoHedge, Plain, WithAttempt,
 };
 pub use classify::{
     AlwaysTransient, Classify, ErrorClass, classify_grpc_code, classify_http_status, classify_io,
@@ -160,5 +162,6 @@ pub use classify::{
 };
 pub use error::{ConfigError, Error, ExhaustedReason, TimeoutKind};
 pub use health::{HealthChecks, HealthReport, HealthStatus};
+pub use hedge::Hedge;
 pub use policy::{RetryEvent, SafeCall, SafeCallBuilder};
 pub use registry::BreakerRegistry;

@@ -58,7 +58,8 @@
 //! | `cooled_down` | a breaker starting (or extending) a cool-down on a server's retry-after hint | the breaker's registry name |
 //! | `bulkhead_rejected` | a call ended by a full bulkhead (every `bulkhead_full` outcome) | the policy's name |
 //! | `fallback` | a [fallback](crate::Call::fallback) served a stand-in value (the call's own outcome is still recorded: `circuit_open`, say) | the policy's name |
-//! | `hedge_sent`, `hedge_won` | reserved for hedging (not built yet) | |
+//! | `hedge_sent` | a [hedged](crate::Call::hedge) call started a backup attempt beside one in flight | the policy's name |
+//! | `hedge_won` | a backup attempt answered first and served the call (`hedge_won / hedge_sent` says whether hedges help) | the policy's name |
 //!
 //! A breaker serves every policy that calls through it, so its transitions
 //! are counted once, under its registry's name in the `policy` label (a
@@ -212,7 +213,6 @@ impl CallOutcome {
 
 /// What `safecall.events` counts, as the `event` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // hedges are reserved
 pub(crate) enum Event {
     Retry,
     GiveUp,
@@ -350,10 +350,12 @@ const OUTCOMES: [CallOutcome; CallOutcome::COUNT] = [
     CallOutcome::BulkheadFull,
 ];
 
-/// The events a call counts today (hedges are not built yet).
-const CALL_EVENTS: [Event; 5] = [
+/// The events a call counts.
+const CALL_EVENTS: [Event; 7] = [
     Event::Retry,
     Event::GiveUp,
+    Event::HedgeSent,
+    Event::HedgeWon,
     Event::Rejected,
     Event::BulkheadRejected,
     Event::Fallback,

@@ -389,6 +389,63 @@ fn calls_recorded_by_a_recorder_allocate_nothing() {
     assert_eq!(recorder.histogram_values(), 2 * 4_201);
 }
 
+/// A hedged call keeps its attempts in flight inline: no allocation, whether
+/// the first attempt answers before the delay or a hedge starts and wins.
+#[test]
+fn hedged_calls_allocate_nothing() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let policy: SafeCall<std::io::Error> = SafeCall::builder()
+            .retry_budget(safecall::RetryBudget::disabled())
+            .build()
+            .unwrap();
+        let breaker = Breaker::new(BreakerConfig::default());
+        let hedge = safecall::Hedge::after(Duration::from_millis(10)).max_extra(4);
+        let at_once = safecall::Hedge::after(Duration::ZERO).max_extra(2);
+        let hedged = |n: u32| {
+            let mut made = 0u64;
+            let (policy, breaker, hedge) = (&policy, &breaker, &hedge);
+            async move {
+                policy
+                    .call(|| {
+                        made += 1;
+                        // The first attempt is slow whenever `n` is odd.
+                        let slow = made == 1 && n % 2 == 1;
+                        async move {
+                            if slow {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                            Ok::<_, std::io::Error>(made)
+                        }
+                    })
+                    .breaker(breaker)
+                    .hedge(hedge)
+                    .await
+            }
+        };
+        // Warm up: the timer wheel's levels, thread-locals.
+        for n in 0..200 {
+            hedged(n).await.unwrap();
+        }
+        let before = allocations();
+        for n in 0..1_000 {
+            let won = hedged(n).await.unwrap();
+            assert_eq!(won, if n % 2 == 1 { 2 } else { 1 });
+        }
+        assert_eq!(allocations() - before, 0, "hedged calls");
+
+        let before = allocations();
+        for _ in 0..1_000 {
+            assert_eq!(policy.call(ready_ok).hedge(&at_once).await.unwrap(), 1);
+        }
+        assert_eq!(allocations() - before, 0, "all attempts at once");
+    });
+}
+
 #[test]
 fn calls_through_a_bulkhead_allocate_nothing_free_or_full() {
     let rt = tokio::runtime::Builder::new_current_thread()

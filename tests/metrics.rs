@@ -253,6 +253,61 @@ fn retries_are_counted_and_the_duration_includes_the_waits() {
 }
 
 #[test]
+fn hedges_sent_and_hedges_won_are_counted() {
+    let ((), seen) = recorded(|| async {
+        let p = policy("profiles", 3);
+        let hedge = safecall::Hedge::after(Duration::from_millis(100)).max_extra(2);
+        // Attempt 1 hangs, the hedge at 100 ms answers first.
+        let mut n = 0;
+        let won = p
+            .call(|| {
+                n += 1;
+                let latency = if n == 1 {
+                    10 * S
+                } else {
+                    Duration::from_millis(10)
+                };
+                async move {
+                    tokio::time::sleep(latency).await;
+                    Ok::<_, Failure>(n)
+                }
+            })
+            .hedge(&hedge)
+            .await;
+        assert_eq!(won.ok(), Some(2));
+        // The first attempt answers before the delay: no hedge.
+        assert_eq!(p.call(script(&[])).hedge(&hedge).await.ok(), Some(7));
+        // Two hedges sent, the first attempt wins: none won.
+        let mut n = 0;
+        let first = p
+            .call(|| {
+                n += 1;
+                let latency = if n == 1 {
+                    Duration::from_millis(250)
+                } else {
+                    10 * S
+                };
+                async move {
+                    tokio::time::sleep(latency).await;
+                    Ok::<_, Failure>(n)
+                }
+            })
+            .hedge(&hedge)
+            .await;
+        assert_eq!(first.ok(), Some(1));
+    });
+    assert_eq!(
+        seen.events(),
+        BTreeMap::from([
+            ev("profiles", "hedge_sent", 3),
+            ev("profiles", "hedge_won", 1)
+        ])
+    );
+    let ok = [("policy", "profiles"), ("outcome", "ok")];
+    assert_eq!(seen.histogram(CALL_ATTEMPTS, &ok), [2.0, 1.0, 3.0]);
+}
+
+#[test]
 fn each_way_a_call_ends_has_its_outcome_and_events() {
     struct Case {
         name: &'static str,
@@ -751,10 +806,11 @@ fn a_hundred_thousand_tenants_make_a_bounded_set_of_series_without_a_key() {
     });
     let sets = seen.label_sets();
     // The policy's series, registered when it was built: duration and
-    // attempts for each of its 7 outcomes, and its 5 events (19); the
-    // registry's, registered at its first key: the gauge's 5 states and its
-    // 4 events (9). Whatever the number of tenants.
-    assert_eq!(sets.len(), 19 + 9, "{sets:#?}");
+    // attempts for each of its 7 outcomes, and its 7 events (21: retry,
+    // give_up, hedge_sent, hedge_won, rejected, bulkhead_rejected, fallback);
+    // the registry's, registered at its first key: the gauge's 5 states and
+    // its 4 events (9). Whatever the number of tenants.
+    assert_eq!(sets.len(), 21 + 9, "{sets:#?}");
     for (_, labels) in &sets {
         for (_, value) in labels {
             assert!(
@@ -836,10 +892,10 @@ fn a_label_mapping_keeps_named_tenants_and_folds_the_rest_into_other() {
         tenant_values,
         BTreeSet::from(["acme".to_owned(), "globex".to_owned(), "other".to_owned()])
     );
-    // The policy's 19, and the registry's 9 for each of the 3 tenant labels.
+    // The policy's 21, and the registry's 9 for each of the 3 tenant labels.
     assert_eq!(
         seen.label_sets().len(),
-        19 + 3 * 9,
+        21 + 3 * 9,
         "{:#?}",
         seen.label_sets()
     );

@@ -82,3 +82,27 @@ async fn a_fallback_that_serves_says_so() {
     assert!(text.contains("a fallback served the call"), "{text}");
     assert!(text.contains("attempts=4"), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_sent_and_won_is_a_debug_event() {
+    let _serial = support::log_lock();
+    let (subscriber, logs) = support::capture_logs(tracing::Level::DEBUG);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let hedge = safecall::Hedge::after(std::time::Duration::from_millis(150));
+    let mut n = 0;
+    let won = policy()
+        .call(|| {
+            n += 1;
+            let latency = if n == 1 { secs(5) } else { secs(0) };
+            async move {
+                tokio::time::sleep(latency).await;
+                Ok::<_, TestError>(n)
+            }
+        })
+        .hedge(&hedge)
+        .await;
+    assert_eq!(won.unwrap(), 2);
+    let text = logs.text();
+    assert!(text.contains("hedge sent attempt=2 delay=150ms"), "{text}");
+    assert!(text.contains("hedge won attempt=2"), "{text}");
+}

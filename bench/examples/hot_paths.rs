@@ -159,6 +159,26 @@ fn main() {
                     }
                 }
             }
+            "retry_hedge" => {
+                // A hedge that is never needed: the attempt answers at once.
+                let hedge = safecall::Hedge::after(Duration::from_millis(50));
+                for i in 0..n {
+                    black_box(policy.call(|| op(i)).hedge(&hedge).await.ok());
+                }
+            }
+            "retry_breaker_hedge" => {
+                let hedge = safecall::Hedge::after(Duration::from_millis(50));
+                for i in 0..n {
+                    black_box(
+                        policy
+                            .call(|| op(i))
+                            .breaker(&default_b)
+                            .hedge(&hedge)
+                            .await
+                            .ok(),
+                    );
+                }
+            }
             "retry_breaker_default" => {
                 for i in 0..n {
                     black_box(policy.call(|| op(i)).breaker(&default_b).await.ok());

@@ -74,7 +74,27 @@ pub(crate) struct RawPermit {
     started: Option<Instant>,
 }
 
+impl RawPermit {
+    /// Whether this permit holds a half-open probe slot.
+    #[inline]
+    pub(crate) fn is_probe(&self) -> bool {
+        matches!(self.kind, Kind::Probe { .. })
+    }
+}
+
 impl Breaker {
+    /// Release a raw permit whose attempt was abandoned (a hedged call's
+    /// loser): without counting, unless the attempt had already run for the
+    /// breaker's slow-call threshold; then it counts as a slow call (a
+    /// failure), so an endpoint that hangs still trips the breaker.
+    pub(crate) fn abandon_raw(&self, raw: RawPermit) {
+        let slow = match (self.core().settings.slow_call, raw.started) {
+            (Some(limit), Some(t0)) => Instant::now().saturating_duration_since(t0) >= limit,
+            _ => false,
+        };
+        self.finish_raw(raw, slow.then_some(Outcome::Failure));
+    }
+
     /// Record `outcome` on a raw permit of this breaker, or release it
     /// (`None`: dropped without a record).
     #[inline]

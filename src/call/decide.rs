@@ -33,7 +33,9 @@ pub(super) enum Next {
 /// The retry decision: pure but for the clock (read only with a deadline) and the
 /// jitter's random source. Kept out of the generic poll to limit
 /// monomorphisation. The budget is asked last, by the caller, so that a retry that
-/// will not happen for another reason never spends it.
+/// will not happen for another reason never spends it. `attempts` is the
+/// attempts made, or for a hedged call with attempts left the waits so far
+/// (the backoff counts waits, not hedges; see `HedgeHold`'s `wait_index`).
 pub(super) fn decide(
     s: &Settings,
     class: ErrorClass,

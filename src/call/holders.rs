@@ -90,6 +90,13 @@ impl<B: BreakerHold> BreakerSlot<B> {
         self.permit = Some(raw);
     }
 
+    /// The breaker, and the permit of the attempt in flight (a hedged call's
+    /// round's first attempt: its flight records or releases it).
+    #[inline(always)]
+    pub(crate) fn parts(&mut self) -> (Option<&Breaker>, &mut Option<RawPermit>) {
+        (self.hold.breaker(), &mut self.permit)
+    }
+
     /// Record how the attempt in flight ended, if a permit is held.
     #[inline(always)]
     pub(crate) fn record(&mut self, outcome: Outcome) {

@@ -130,6 +130,8 @@ mod off {
     pub(crate) enum CallEvent {
         Retry,
         GiveUp,
+        HedgeSent,
+        HedgeWon,
         Rejected,
         BulkheadRejected,
     }

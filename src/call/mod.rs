@@ -9,18 +9,20 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, Timeout};
 
-use crate::breaker::{Breaker, Outcome, Permit};
+use crate::breaker::{Breaker, Outcome, Permit, RawPermit};
 use crate::error::TimeoutKind;
 use crate::policy::{Inner, RetryEvent};
 use crate::{Error, ErrorClass, ExhaustedReason};
 
 mod decide;
 mod fallback;
+mod flight;
 mod holders;
 mod measure;
 
 use decide::{Next, attempt_limit, breaker_outcome, budget_of, decide, refused_after, withdraw};
 pub use fallback::Fallback;
+pub use flight::{HedgeHold, NoHedge};
 use holders::{Acquired, BreakerSlot, BulkheadSlot, PolicyRef, Queued};
 pub use holders::{BreakerHold, BulkheadHold, NoBreaker, NoBulkhead};
 use measure::{CallEvent, Measure};
@@ -152,6 +154,7 @@ pin_project! {
         C = EveryOk,
         B: BreakerHold = NoBreaker,
         H: BulkheadHold = NoBulkhead,
+        G: HedgeHold = NoHedge,
     > {
         inner: PolicyRef<'a, E>,
         op: Op,
@@ -160,6 +163,11 @@ pin_project! {
         breaker: BreakerSlot<B>,
         // The bulkhead, if any: the call's permit, or its place in the queue.
         bulkhead: BulkheadSlot<H>,
+        // The hedge, if any.
+        hedge: G,
+        // A hedged call's attempts in flight (nothing without a hedge).
+        #[pin]
+        flight: G::Flight<Fut>,
         attempts: u32,
         started: bool,
         previous_delay: Duration,
@@ -191,13 +199,15 @@ pin_project! {
         // Queued for a bulkhead permit until `sleep` ends (`max_wait`, or the
         // deadline when `at_deadline`).
         Queued { #[pin] sleep: Sleep, since: Instant, at_deadline: bool },
+        // Polls a hedged call's attempts in flight (in `flight`).
+        Hedged,
         // Resolved.
         Done,
     }
 }
 
-impl<E, Op: fmt::Debug, Fut, C, B: BreakerHold, H: BulkheadHold> fmt::Debug
-    for Call<'_, E, Op, Fut, C, B, H>
+impl<E, Op: fmt::Debug, Fut, C, B: BreakerHold, H: BulkheadHold, G: HedgeHold> fmt::Debug
+    for Call<'_, E, Op, Fut, C, B, H, G>
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Call")
@@ -228,6 +238,8 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             classify_ok: EveryOk,
             breaker: BreakerSlot::new(NoBreaker),
             bulkhead: BulkheadSlot::new(NoBulkhead),
+            hedge: NoHedge,
+            flight: flight::NoFlight,
             attempts: 0,
             started: false,
             previous_delay,
@@ -244,12 +256,23 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
 /// its first poll): every other field moves across.
 macro_rules! remake {
     ($call:expr, |$c:ident, $b:ident, $h:ident| ($new_c:expr, $new_b:expr, $new_h:expr)) => {{
+        remake!($call, |$c, $b, $h, hedge, flight| (
+            $new_c, $new_b, $new_h, hedge, flight
+        ))
+    }};
+    (
+        $call:expr,
+        |$c:ident, $b:ident, $h:ident, $g:ident, $f:ident|
+        ($new_c:expr, $new_b:expr, $new_h:expr, $new_g:expr, $new_f:expr)
+    ) => {{
         let Call {
             inner,
             op,
             classify_ok: $c,
             breaker: $b,
             bulkhead: $h,
+            hedge: $g,
+            flight: $f,
             attempts,
             started,
             previous_delay,
@@ -265,6 +288,8 @@ macro_rules! remake {
             classify_ok: $new_c,
             breaker: $new_b,
             bulkhead: $new_h,
+            hedge: $new_g,
+            flight: $new_f,
             attempts,
             started,
             previous_delay,
@@ -277,7 +302,9 @@ macro_rules! remake {
     }};
 }
 
-impl<'a, E, Op, Fut, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, EveryOk, B, H> {
+impl<'a, E, Op, Fut, B: BreakerHold, H: BulkheadHold, G: HedgeHold>
+    Call<'a, E, Op, Fut, EveryOk, B, H, G>
+{
     /// Classifies the operation's successes too: `f` returns `None` for a value
     /// that is a success, or the [`ErrorClass`] of the failure it stands for
     /// (an HTTP client's `Ok(response)` for a 503).
@@ -336,7 +363,7 @@ impl<'a, E, Op, Fut, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, Every
     /// ```
     ///
     /// [`RetryEvent::value_classified`]: crate::RetryEvent::value_classified
-    pub fn classify_ok<T, F>(self, f: F) -> Call<'a, E, Op, Fut, ClassifyOkWith<F>, B, H>
+    pub fn classify_ok<T, F>(self, f: F) -> Call<'a, E, Op, Fut, ClassifyOkWith<F>, B, H, G>
     where
         F: Fn(&T) -> Option<ErrorClass>,
     {
@@ -350,7 +377,7 @@ impl<'a, E, Op, Fut, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, Every
     /// [`classify_ok`](Self::classify_ok) with any classifier of values
     /// ([`EveryOk`] included), for a caller generic over it.
     #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the tower layer's
-    pub(crate) fn with_classify_ok<C>(self, classify_ok: C) -> Call<'a, E, Op, Fut, C, B, H> {
+    pub(crate) fn with_classify_ok<C>(self, classify_ok: C) -> Call<'a, E, Op, Fut, C, B, H, G> {
         remake!(self, |_old, breaker, bulkhead| (
             classify_ok,
             breaker,
@@ -359,7 +386,9 @@ impl<'a, E, Op, Fut, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, Every
     }
 }
 
-impl<'a, E, Op, Fut, C, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, C, B, H> {
+impl<'a, E, Op, Fut, C, B: BreakerHold, H: BulkheadHold, G: HedgeHold>
+    Call<'a, E, Op, Fut, C, B, H, G>
+{
     /// Serves `f`'s value when the dependency was unavailable: the call ended
     /// with [`Error::CircuitOpen`], [`Error::Exhausted`] or [`Error::Timeout`]
     /// and `f` returns `Some` (a cached answer, a default). `None` returns the
@@ -406,7 +435,7 @@ impl<'a, E, Op, Fut, C, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, C,
     }
 }
 
-impl<'a, E, Op, Fut, C, H: BulkheadHold> Call<'a, E, Op, Fut, C, NoBreaker, H> {
+impl<'a, E, Op, Fut, C, H: BulkheadHold, G: HedgeHold> Call<'a, E, Op, Fut, C, NoBreaker, H, G> {
     /// Runs every attempt of this call through `breaker`.
     ///
     /// The breaker is asked before **each** attempt, retries included: a refusal
@@ -440,18 +469,18 @@ impl<'a, E, Op, Fut, C, H: BulkheadHold> Call<'a, E, Op, Fut, C, NoBreaker, H> {
     /// assert!(matches!(refused, Err(Error::CircuitOpen { attempts: 0, .. })));
     /// # }
     /// ```
-    pub fn breaker(self, breaker: &'a Breaker) -> Call<'a, E, Op, Fut, C, &'a Breaker, H> {
+    pub fn breaker(self, breaker: &'a Breaker) -> Call<'a, E, Op, Fut, C, &'a Breaker, H, G> {
         self.with_breaker(breaker)
     }
 
     /// [`breaker`](Self::breaker) with an owned handle, for a call that must
     /// outlive the breaker's borrow.
     #[cfg_attr(not(feature = "tower"), allow(dead_code))] // the tower layer's
-    pub(crate) fn breaker_owned(self, breaker: Breaker) -> Call<'a, E, Op, Fut, C, Breaker, H> {
+    pub(crate) fn breaker_owned(self, breaker: Breaker) -> Call<'a, E, Op, Fut, C, Breaker, H, G> {
         self.with_breaker(breaker)
     }
 
-    fn with_breaker<B: BreakerHold>(self, hold: B) -> Call<'a, E, Op, Fut, C, B, H> {
+    fn with_breaker<B: BreakerHold>(self, hold: B) -> Call<'a, E, Op, Fut, C, B, H, G> {
         remake!(self, |classify_ok, _old, bulkhead| (
             classify_ok,
             BreakerSlot::new(hold),
@@ -460,7 +489,7 @@ impl<'a, E, Op, Fut, C, H: BulkheadHold> Call<'a, E, Op, Fut, C, NoBreaker, H> {
     }
 }
 
-impl<'a, E, Op, Fut, C, B: BreakerHold> Call<'a, E, Op, Fut, C, B, NoBulkhead> {
+impl<'a, E, Op, Fut, C, B: BreakerHold, G: HedgeHold> Call<'a, E, Op, Fut, C, B, NoBulkhead, G> {
     /// Runs the call under `bulkhead`: one permit, taken before the first
     /// attempt and held across retries and waits, released when the call ends
     /// or is dropped.
@@ -495,11 +524,59 @@ impl<'a, E, Op, Fut, C, B: BreakerHold> Call<'a, E, Op, Fut, C, B, NoBulkhead> {
     pub fn bulkhead(
         self,
         bulkhead: &'a crate::Bulkhead,
-    ) -> Call<'a, E, Op, Fut, C, B, &'a crate::Bulkhead> {
+    ) -> Call<'a, E, Op, Fut, C, B, &'a crate::Bulkhead, G> {
         remake!(self, |classify_ok, breaker, _old| (
             classify_ok,
             breaker,
             BulkheadSlot::new(bulkhead)
+        ))
+    }
+}
+
+impl<'a, E, Op, Fut, C, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, C, B, H, NoHedge> {
+    /// Hedges this call: when an attempt is slow to answer, another starts
+    /// beside it, and the first success wins (the others are dropped at
+    /// once). Only for idempotent operations. See [`Hedge`](crate::Hedge) and
+    /// the [`hedge`](crate::hedge) module for the rules: hedges are attempts
+    /// (they count toward `max_retries`, spend the retry budget and pass the
+    /// breaker), none start beside a half-open probe, and the deadline covers
+    /// them all.
+    ///
+    /// The attempts in flight live inside the call future (up to five slots,
+    /// no allocation); each holds its own breaker permit and time limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safecall::{Hedge, SafeCall};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let policy: SafeCall<std::io::Error> = SafeCall::default();
+    /// let hedge = Hedge::after(Duration::from_millis(100));
+    /// let mut attempt = 0;
+    /// let winner = policy
+    ///     .call(|| {
+    ///         attempt += 1;
+    ///         let (n, latency) = (attempt, if attempt == 1 { 1_000 } else { 10 });
+    ///         async move {
+    ///             tokio::time::sleep(Duration::from_millis(latency)).await;
+    ///             Ok::<_, std::io::Error>(n)
+    ///         }
+    ///     })
+    ///     .hedge(&hedge)
+    ///     .await;
+    /// assert_eq!(winner.unwrap(), 2, "the hedge answered first");
+    /// # }
+    /// ```
+    pub fn hedge(self, hedge: &'a crate::Hedge) -> Call<'a, E, Op, Fut, C, B, H, &'a crate::Hedge> {
+        remake!(self, |classify_ok, breaker, bulkhead, _old, _none| (
+            classify_ok,
+            breaker,
+            bulkhead,
+            hedge,
+            <&crate::Hedge as flight::sealed_hedge::Hold>::new_flight()
         ))
     }
 }
@@ -551,8 +628,8 @@ impl<T, E> Failure<T, E> {
     }
 }
 
-impl<E: 'static, Op, Fut, T, C, B: BreakerHold, H: BulkheadHold> Future
-    for Call<'_, E, Op, Fut, C, B, H>
+impl<E: 'static, Op, Fut, T, C, B: BreakerHold, H: BulkheadHold, G: HedgeHold> Future
+    for Call<'_, E, Op, Fut, C, B, H, G>
 where
     Op: sealed::MakeAttempt<Fut>,
     Fut: Future<Output = Result<T, E>>,
@@ -578,7 +655,8 @@ where
     }
 }
 
-impl<E: 'static, Op, Fut, T, C, B: BreakerHold, H: BulkheadHold> Call<'_, E, Op, Fut, C, B, H>
+impl<E: 'static, Op, Fut, T, C, B: BreakerHold, H: BulkheadHold, G: HedgeHold>
+    Call<'_, E, Op, Fut, C, B, H, G>
 where
     Op: sealed::MakeAttempt<Fut>,
     Fut: Future<Output = Result<T, E>>,
@@ -616,6 +694,8 @@ where
         }
         let _entered = this.span.as_ref().map(tracing::Span::enter);
         loop {
+            // The class of a hedged call's failure, classified in its flight.
+            let mut classified = None;
             let failure = match this.state.as_mut().project() {
                 StateProj::Start => {
                     let now = first_now.take().or_else(|| {
@@ -691,6 +771,22 @@ where
                         number: *this.attempts,
                         time_left,
                     });
+                    if let (Some(hedge), Some(flight)) =
+                        (this.hedge.hedge(), G::flight(this.flight.as_mut()))
+                    {
+                        // A hedged call: the round's first attempt, and the
+                        // hedges beside it, run in the flight.
+                        let limit = attempt_limit(s, now, *this.deadline);
+                        let probe = this
+                            .breaker
+                            .parts()
+                            .1
+                            .as_ref()
+                            .is_some_and(RawPermit::is_probe);
+                        flight.first(fut, limit, probe, hedge, now, *this.attempts);
+                        this.state.set(State::Hedged);
+                        continue;
+                    }
                     match attempt_limit(s, now, *this.deadline) {
                         None => this.state.set(State::Running { fut }),
                         Some((end, at_deadline)) => this.state.set(State::Timed {
@@ -787,15 +883,50 @@ where
                     measure::event(s, CallEvent::BulkheadRejected);
                     return Poll::Ready(Err(Error::BulkheadFull { waited, attempts }));
                 }
+                StateProj::Hedged => {
+                    let (Some(hedge), Some(flight)) =
+                        (this.hedge.hedge(), G::flight(this.flight.as_mut()))
+                    else {
+                        this.state.set(State::Done);
+                        return Poll::Pending;
+                    };
+                    let (breaker, first_permit) = this.breaker.parts();
+                    let mut ctx = flight::Ctx {
+                        inner,
+                        op: &mut *this.op,
+                        classify_ok: &*this.classify_ok,
+                        breaker,
+                        first_permit,
+                        hedge,
+                        attempts: &mut *this.attempts,
+                        deadline: *this.deadline,
+                        last_error: &mut *this.last_error,
+                    };
+                    match ready!(flight.poll_round(cx, &mut ctx)) {
+                        flight::Landed::Won(value) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(value));
+                        }
+                        flight::Landed::Ended(result) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(result);
+                        }
+                        flight::Landed::Failed(failure, class) => {
+                            classified = Some(class);
+                            failure
+                        }
+                    }
+                }
                 StateProj::Done => return Poll::Pending,
             };
 
             // The attempt failed: with the operation's error, with a value
             // classified as a failure, or by running past its attempt timeout.
-            let class = match &failure {
-                Failure::Error(error) => inner.classify.classify(error),
-                Failure::Value(_, class) => *class,
-                Failure::TimedOut => inner.settings.timeout_class,
+            let class = match (&failure, classified) {
+                (_, Some(class)) => class,
+                (Failure::Error(error), None) => inner.classify.classify(error),
+                (Failure::Value(_, class), None) => *class,
+                (Failure::TimedOut, None) => inner.settings.timeout_class,
             };
             this.breaker.record(breaker_outcome(class));
             let attempts = *this.attempts;
@@ -810,7 +941,7 @@ where
             let mut next = decide(
                 &inner.settings,
                 class,
-                attempts,
+                G::wait_index(&this.flight, attempts, s.max_retries),
                 this.previous_delay,
                 *this.deadline,
             );
