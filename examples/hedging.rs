@@ -20,8 +20,8 @@
 //! before it hedges; the others get the same warm connections).
 //!
 //! ```text
-//! cargo run --release --example hedging                  # the README's table
-//! cargo run --release --example hedging -- 5000 20       # requests per run, concurrency
+//! cargo run --example hedging               # the README's table
+//! cargo run --example hedging -- 5000 20      # requests per run, concurrency
 //! ```
 //!
 //! Which requests are slow is fixed by the seed; which attempt draws which
