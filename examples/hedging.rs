@@ -21,7 +21,7 @@
 //!
 //! ```text
 //! cargo run --example hedging               # the README's table
-//! cargo run --example hedging -- 5000 20      # requests per run, concurrency
+//! cargo run --example hedging -- 5000 20    # requests per run, concurrency
 //! ```
 //!
 //! Which requests are slow is fixed by the seed; which attempt draws which
