@@ -60,7 +60,32 @@
 //! `memory_is_as_documented` test), held once per `Hedge` and shared by its
 //! clones. Nothing is allocated per record or per read.
 //!
-//! The tracker is internal: `Hedge::at_percentile(p)` is its public face.
+//! # Examples
+//!
+//! The tracker is internal; [`Hedge::at_percentile`](crate::Hedge::at_percentile)
+//! is its public face:
+//!
+//! ```
+//! use std::time::Duration;
+//! use safecall::{Hedge, SafeCall};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let policy: SafeCall<std::io::Error> = SafeCall::default();
+//! let hedge = Hedge::at_percentile(0.5).min_samples(3);
+//! for ms in [10, 20, 30] {
+//!     let answer = || async move {
+//!         tokio::time::sleep(Duration::from_millis(ms)).await;
+//!         Ok::<_, std::io::Error>(())
+//!     };
+//!     policy.call(answer).hedge(&hedge).await.unwrap();
+//! }
+//! assert_eq!(hedge.samples(), 3);
+//! // The p50, 20 ms, rounded up to its bucket: never below, < 12.5 % above.
+//! let delay = hedge.delay().unwrap();
+//! assert!(delay >= Duration::from_millis(20) && delay < Duration::from_micros(22_500));
+//! # }
+//! ```
 
 use std::fmt;
 use std::time::Duration;
