@@ -394,6 +394,27 @@ async fn a_retry_after_hint_stops_further_hedges() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_hint_given_beside_others_is_a_floor_for_the_next_wait() {
+    let log = Rc::new(Log::default());
+    let hedge = Hedge::after(ms(100));
+    let result = policy(3)
+        .call_with(scripted(
+            vec![
+                (ms(300), Out::Transient),
+                (ms(50), Out::RetryAfter(ms(2_000))),
+                (ms(10), Out::Ok),
+            ],
+            &log,
+        ))
+        .hedge(&hedge)
+        .await;
+    assert_eq!(result.unwrap(), 3);
+    // Attempt 1's transient failure ends the round at 300 ms; the wait is the
+    // hint (2 s), not the backoff's 1 s.
+    assert_eq!(log.started(), [ms(0), ms(100), ms(2_300)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_retry_after_hint_with_nothing_in_flight_is_waited_out_as_a_retry() {
     let log = Rc::new(Log::default());
     let hedge = Hedge::after(ms(100));
@@ -610,15 +631,19 @@ fn out() -> impl Strategy<Value = Out> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// Hedges and retries mixed: never more than `max_retries + 1` attempts,
-    /// never more than `max_extra + 1` in flight, the error's count is the
-    /// invocations made, and nothing is left running.
+    /// Hedges and retries mixed, with a breaker (sometimes half-open) and a
+    /// bulkhead, sometimes cancelled: never more than `max_retries + 1`
+    /// attempts, never more than `max_extra + 1` in flight, the error's count
+    /// is the invocations made, nothing is left running, and no bulkhead
+    /// permit or probe slot is leaked.
     #[test]
     fn attempts_never_exceed_max_retries_plus_one(
         max_retries in 0u32..6,
         max_extra in 0u32..6,
         delay in 0u64..300,
         deadline in proptest::option::of(100u64..3_000),
+        cancel_at in proptest::option::of(0u64..3_000),
+        half_open in any::<bool>(),
         script in proptest::collection::vec((0u64..500, out()), 0..10),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -636,18 +661,98 @@ proptest! {
                 builder = builder.deadline(ms(d));
             }
             let policy = builder.build().unwrap();
+            // Closed and never tripping, or half-open (then its first counted
+            // failure opens it again).
+            let breaker = Breaker::new(
+                BreakerConfig::default()
+                    .consecutive_failures(if half_open { 1 } else { 1_000 })
+                    .open_duration(ms(10))
+                    .retry_after_cooldown(false),
+            );
+            if half_open {
+                breaker.try_acquire().unwrap().record(safecall::Outcome::Failure);
+                advance(ms(10)).await;
+                prop_assert_eq!(breaker.state(), BreakerState::HalfOpen);
+            }
+            let bulkhead = Bulkhead::new(BulkheadConfig::max_concurrent(1));
             let hedge = Hedge::after(ms(delay)).max_extra(max_extra);
             let log = Rc::new(Log::default());
             let script = script.into_iter().map(|(l, o)| (ms(l), o)).collect();
-            let result = policy.call_with(scripted(script, &log)).hedge(&hedge).await;
+            let call = policy
+                .call_with(scripted(script, &log))
+                .breaker(&breaker)
+                .bulkhead(&bulkhead)
+                .hedge(&hedge);
+            let result = match cancel_at {
+                Some(at) => tokio::time::timeout(ms(at), call).await.ok(),
+                None => Some(call.await),
+            };
             let made = u32::try_from(log.started().len()).unwrap();
             prop_assert!(made <= max_retries + 1, "{made} attempts");
             prop_assert!(log.max_live.get() <= max_extra.min(4) + 1);
+            if half_open {
+                prop_assert!(log.max_live.get() <= 1, "a probe runs alone");
+            }
             prop_assert_eq!(log.live.get(), 0);
-            if let Err(e) = &result {
+            prop_assert_eq!(bulkhead.in_use(), 0);
+            if let Some(Err(e)) = &result {
                 prop_assert_eq!(e.attempts(), made);
+            }
+            if breaker.state() == BreakerState::HalfOpen {
+                prop_assert!(breaker.try_acquire().is_ok(), "a probe slot leaked");
             }
             Ok(())
         })?;
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn designs_example_as_written_and_every_chaining_order() {
+    async fn get_profile(id: u32) -> Result<u32, Failed> {
+        Ok(id)
+    }
+    let policy = policy(3);
+    let b = Breaker::new(BreakerConfig::default());
+    let id = 46;
+    let hedge = Hedge::after(Duration::from_millis(150)).max_extra(1); // or Hedge::at_percentile(0.95)
+    let value = policy
+        .call(|| get_profile(id))
+        .hedge(&hedge)
+        .breaker(&b)
+        .await;
+    assert_eq!(value.unwrap(), 46);
+    let learnt = Hedge::at_percentile(0.95);
+    let bulkhead = Bulkhead::new(BulkheadConfig::max_concurrent(1));
+    let value = policy
+        .call(|| get_profile(id))
+        .classify_ok(|_: &u32| None)
+        .bulkhead(&bulkhead)
+        .hedge(&learnt)
+        .breaker(&b)
+        .fallback(|_| Some(0))
+        .await;
+    assert_eq!(value.unwrap(), 46);
+    let value = policy
+        .call(|| get_profile(id))
+        .breaker(&b)
+        .hedge(&hedge)
+        .classify_ok(|_: &u32| None)
+        .bulkhead(&bulkhead)
+        .await;
+    assert_eq!(value.unwrap(), 46);
+}
+
+#[test]
+fn a_hedged_call_is_send_when_its_operation_is() {
+    fn assert_send<T: Send>(_: &T) {}
+    let policy = policy(3);
+    let breaker = Breaker::new(BreakerConfig::default());
+    let hedge = Hedge::after(ms(10));
+    let call = policy
+        .call(|| async { Ok::<u32, Failed>(1) })
+        .breaker(&breaker)
+        .hedge(&hedge);
+    assert_send(&call);
+    let hedge_is_cheap_to_share: fn(&Hedge) -> Hedge = Hedge::clone;
+    assert_eq!(hedge_is_cheap_to_share(&hedge).delay(), Some(ms(10)));
 }

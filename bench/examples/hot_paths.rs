@@ -7,6 +7,10 @@
 //! ```
 //! Instructions per call = (Ir at 2N - Ir at N) / N.
 //!
+//! `retry_hedge` and `retry_breaker_hedge` are `retry` and
+//! `retry_breaker_default` with a hedge that is never needed (the attempt
+//! answers at once).
+//!
 //! With safecall's metrics (`--features metrics`), every policy records its
 //! calls; `SAFECALL_RECORDER=prometheus` installs the Prometheus recorder
 //! first (without it, the no-op recorder takes the values).

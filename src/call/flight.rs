@@ -20,101 +20,14 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, Timeout};
 
 use super::decide::{attempt_limit, breaker_outcome, budget_of};
+use super::holders::{BreakerHold, BulkheadHold, NoHedge};
 use super::measure::{self, CallEvent};
-use super::{Attempt, Failure, sealed};
+use super::{Attempt, Call, Failure, sealed};
 use crate::breaker::{Breaker, Outcome, Permit, RawPermit};
 use crate::error::TimeoutKind;
 use crate::hedge::MAX_IN_FLIGHT;
 use crate::policy::Inner;
 use crate::{Error, ErrorClass, Hedge};
-
-pub(crate) mod sealed_hedge {
-    use std::pin::Pin;
-
-    /// How a call holds its hedge, and where its attempts in flight live.
-    pub trait Hold {
-        /// The attempts in flight: [`super::NoFlight`] without a hedge.
-        type Flight<Fut>;
-        fn hedge(&self) -> Option<&crate::Hedge>;
-        fn flight<Fut>(flight: Pin<&mut Self::Flight<Fut>>)
-        -> Option<Pin<&mut super::Flight<Fut>>>;
-        fn new_flight<Fut>() -> Self::Flight<Fut>;
-        /// What the retry decision counts: the attempts made when none is
-        /// left (it gives up), else the backoff index of the next wait. A
-        /// call without a hedge waits once per attempt: the attempts made.
-        /// A hedged call counts the rounds that ended in a failure.
-        fn wait_index<Fut>(flight: &Self::Flight<Fut>, attempts: u32, max_retries: u32) -> u32;
-    }
-}
-
-/// How a [`Call`](super::Call) holds its [`Hedge`]: [`NoHedge`] (the
-/// default) or `&Hedge` (from [`Call::hedge`](super::Call::hedge)). Sealed,
-/// like [`BreakerHold`](super::BreakerHold): a call without a hedge holds no
-/// slots and pays nothing for the option.
-pub trait HedgeHold: sealed_hedge::Hold {}
-
-/// A call without a hedge.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoHedge;
-
-/// The attempts in flight of a call without a hedge: none (its one attempt
-/// lives in the call's state).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoFlight;
-
-impl sealed_hedge::Hold for NoHedge {
-    type Flight<Fut> = NoFlight;
-
-    #[inline(always)]
-    fn hedge(&self) -> Option<&Hedge> {
-        None
-    }
-
-    #[inline(always)]
-    fn flight<Fut>(_flight: Pin<&mut NoFlight>) -> Option<Pin<&mut Flight<Fut>>> {
-        None
-    }
-
-    #[inline(always)]
-    fn new_flight<Fut>() -> NoFlight {
-        NoFlight
-    }
-
-    #[inline(always)]
-    fn wait_index<Fut>(_flight: &NoFlight, attempts: u32, _max_retries: u32) -> u32 {
-        attempts
-    }
-}
-impl HedgeHold for NoHedge {}
-
-impl sealed_hedge::Hold for &Hedge {
-    type Flight<Fut> = Flight<Fut>;
-
-    #[inline(always)]
-    fn hedge(&self) -> Option<&Hedge> {
-        Some(self)
-    }
-
-    #[inline(always)]
-    fn flight<Fut>(flight: Pin<&mut Flight<Fut>>) -> Option<Pin<&mut Flight<Fut>>> {
-        Some(flight)
-    }
-
-    #[inline(always)]
-    fn new_flight<Fut>() -> Flight<Fut> {
-        Flight::new()
-    }
-
-    #[inline(always)]
-    fn wait_index<Fut>(flight: &Flight<Fut>, attempts: u32, max_retries: u32) -> u32 {
-        if attempts > max_retries {
-            attempts
-        } else {
-            flight.rounds
-        }
-    }
-}
-impl HedgeHold for &Hedge {}
 
 pin_project! {
     /// One attempt slot.
@@ -187,6 +100,9 @@ pin_project! {
         stopped: bool,
         // Rounds that ended in a failure: the backoff index of the next wait.
         rounds: u32,
+        // The longest retry-after hint an attempt got beside others in this
+        // round: a floor for the wait if the round ends in a failure.
+        hint: Option<Duration>,
     }
     impl<Fut> PinnedDrop for Flight<Fut> {
         fn drop(this: Pin<&mut Self>) {
@@ -212,7 +128,12 @@ impl<Fut> fmt::Debug for Flight<Fut> {
 }
 
 impl<Fut> Flight<Fut> {
-    fn new() -> Self {
+    /// The rounds that ended in a failure: the backoff index of the next wait.
+    pub(super) fn rounds(&self) -> u32 {
+        self.rounds
+    }
+
+    pub(super) fn new() -> Self {
         Self {
             s0: Run::Empty,
             s1: Run::Empty,
@@ -229,7 +150,56 @@ impl<Fut> Flight<Fut> {
             now_due: false,
             stopped: false,
             rounds: 0,
+            hint: None,
         }
+    }
+}
+
+impl<'a, E, Op, Fut, C, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, C, B, H, NoHedge> {
+    /// Hedges this call: when an attempt is slow to answer, another starts
+    /// beside it, and the first success wins (the others are dropped at
+    /// once). Only for idempotent operations. See [`Hedge`](Hedge) and
+    /// the [`hedge`](crate::hedge) module for the rules: hedges are attempts
+    /// (they count toward `max_retries`, spend the retry budget and pass the
+    /// breaker), none start beside a half-open probe, and the deadline covers
+    /// them all.
+    ///
+    /// The attempts in flight live inside the call future (up to five slots,
+    /// no allocation); each holds its own breaker permit and time limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safecall::{Hedge, SafeCall};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let policy: SafeCall<std::io::Error> = SafeCall::default();
+    /// let hedge = Hedge::after(Duration::from_millis(100));
+    /// let mut attempt = 0;
+    /// let winner = policy
+    ///     .call(|| {
+    ///         attempt += 1;
+    ///         let (n, latency) = (attempt, if attempt == 1 { 1_000 } else { 10 });
+    ///         async move {
+    ///             tokio::time::sleep(Duration::from_millis(latency)).await;
+    ///             Ok::<_, std::io::Error>(n)
+    ///         }
+    ///     })
+    ///     .hedge(&hedge)
+    ///     .await;
+    /// assert_eq!(winner.unwrap(), 2, "the hedge answered first");
+    /// # }
+    /// ```
+    pub fn hedge(self, hedge: &'a Hedge) -> Call<'a, E, Op, Fut, C, B, H, &'a Hedge> {
+        remake!(self, |classify_ok, breaker, bulkhead, _old, _none| (
+            classify_ok,
+            breaker,
+            bulkhead,
+            hedge,
+            Flight::new()
+        ))
     }
 }
 
@@ -284,6 +254,7 @@ where
     ) {
         let mut this = self.as_mut().project();
         *this.now_due = false;
+        *this.hint = None;
         // A timer left from an earlier round would fire early.
         if let TimerProj::On { .. } = this.timer.as_mut().project() {
             this.timer.set(Timer::Off);
@@ -334,10 +305,14 @@ where
                 at_deadline,
             },
         };
-        let slots = [this.s0, this.s1, this.s2, this.s3, this.s4];
-        if let Some(mut slot) = slots.into_iter().nth(i) {
-            slot.set(run);
-        }
+        let mut slot = match i {
+            0 => this.s0,
+            1 => this.s1,
+            2 => this.s2,
+            3 => this.s3,
+            _ => this.s4,
+        };
+        slot.set(run);
         if let Some(meta) = this.meta.get_mut(i) {
             *meta = Meta {
                 permit,
@@ -483,8 +458,14 @@ where
         }
         let this = self.project();
         if *this.in_flight == 0 {
-            // Nothing left in flight: the call's retry schedule resumes.
+            // Nothing left in flight: the call's retry schedule resumes, not
+            // sooner than a server's hint to an attempt of this round.
             *this.rounds += 1;
+            let class = match (class, *this.hint) {
+                (ErrorClass::RetryAfter(d), Some(hint)) => ErrorClass::RetryAfter(d.max(hint)),
+                (_, Some(hint)) => ErrorClass::RetryAfter(hint),
+                (class, None) => class,
+            };
             return Some(Landed::Failed(failure, class));
         }
         tracing::debug!(
@@ -496,9 +477,10 @@ where
         if let Failure::Error(error) = failure {
             *ctx.last_error = Some(error);
         }
-        if matches!(class, ErrorClass::RetryAfter(_)) {
+        if let ErrorClass::RetryAfter(d) = class {
             // The server asked for quiet: no further hedge in this call.
             *this.stopped = true;
+            *this.hint = Some(this.hint.map_or(d, |h| h.max(d)));
         } else if this.delay.is_some() {
             *this.now_due = true;
         }
@@ -620,6 +602,12 @@ where
     /// threshold), and a learning hedge records how long each had run.
     fn abandon<Op, C>(self: Pin<&mut Self>, ctx: &mut Ctx<'_, E, Op, C>, now: Option<Instant>) {
         let mut this = self.project();
+        if let TimerProj::On { .. } = this.timer.as_mut().project() {
+            this.timer.set(Timer::Off);
+        }
+        if *this.in_flight == 0 {
+            return;
+        }
         let slots = [this.s0, this.s1, this.s2, this.s3, this.s4];
         for (mut slot, meta) in slots.into_iter().zip(this.meta.iter_mut()) {
             let mut meta = std::mem::take(meta);
@@ -640,6 +628,5 @@ where
             }
         }
         *this.in_flight = 0;
-        this.timer.set(Timer::Off);
     }
 }

@@ -3,8 +3,11 @@
 //! an owned handle, for a call that must outlive the values it came from (the
 //! response future of a tower service).
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use super::flight::Flight;
+use crate::Hedge;
 use crate::breaker::{Breaker, Outcome, RawPermit};
 use crate::policy::Inner;
 
@@ -272,3 +275,91 @@ impl<H: BulkheadHold> Drop for BulkheadSlot<H> {
         self.release();
     }
 }
+
+pub(crate) mod sealed_hedge {
+    use std::pin::Pin;
+
+    /// How a call holds its hedge, and where its attempts in flight live.
+    pub trait Hold {
+        /// The attempts in flight: [`NoFlight`] without a hedge.
+        type Flight<Fut>;
+        fn hedge(&self) -> Option<&crate::Hedge>;
+        fn flight<Fut>(flight: Pin<&mut Self::Flight<Fut>>)
+        -> Option<Pin<&mut super::Flight<Fut>>>;
+        fn new_flight<Fut>() -> Self::Flight<Fut>;
+        /// What the retry decision counts: the attempts made when none is
+        /// left (it gives up), else the backoff index of the next wait. A
+        /// call without a hedge waits once per attempt: the attempts made.
+        /// A hedged call counts the rounds that ended in a failure.
+        fn wait_index<Fut>(flight: &Self::Flight<Fut>, attempts: u32, max_retries: u32) -> u32;
+    }
+}
+
+/// How a [`Call`](super::Call) holds its [`Hedge`]: [`NoHedge`] (the
+/// default) or `&Hedge` (from [`Call::hedge`](super::Call::hedge)). Sealed,
+/// like [`BreakerHold`](super::BreakerHold): a call without a hedge holds no
+/// slots and pays nothing for the option.
+pub trait HedgeHold: sealed_hedge::Hold {}
+
+/// A call without a hedge.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHedge;
+
+/// The attempts in flight of a call without a hedge: none (its one attempt
+/// lives in the call's state).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFlight;
+
+impl sealed_hedge::Hold for NoHedge {
+    type Flight<Fut> = NoFlight;
+
+    #[inline(always)]
+    fn hedge(&self) -> Option<&Hedge> {
+        None
+    }
+
+    #[inline(always)]
+    fn flight<Fut>(_flight: Pin<&mut NoFlight>) -> Option<Pin<&mut Flight<Fut>>> {
+        None
+    }
+
+    #[inline(always)]
+    fn new_flight<Fut>() -> NoFlight {
+        NoFlight
+    }
+
+    #[inline(always)]
+    fn wait_index<Fut>(_flight: &NoFlight, attempts: u32, _max_retries: u32) -> u32 {
+        attempts
+    }
+}
+impl HedgeHold for NoHedge {}
+
+impl sealed_hedge::Hold for &Hedge {
+    type Flight<Fut> = Flight<Fut>;
+
+    #[inline(always)]
+    fn hedge(&self) -> Option<&Hedge> {
+        Some(self)
+    }
+
+    #[inline(always)]
+    fn flight<Fut>(flight: Pin<&mut Flight<Fut>>) -> Option<Pin<&mut Flight<Fut>>> {
+        Some(flight)
+    }
+
+    #[inline(always)]
+    fn new_flight<Fut>() -> Flight<Fut> {
+        Flight::new()
+    }
+
+    #[inline(always)]
+    fn wait_index<Fut>(flight: &Flight<Fut>, attempts: u32, max_retries: u32) -> u32 {
+        if attempts > max_retries {
+            attempts
+        } else {
+            flight.rounds()
+        }
+    }
+}
+impl HedgeHold for &Hedge {}

@@ -14,6 +14,56 @@ use crate::error::TimeoutKind;
 use crate::policy::{Inner, RetryEvent};
 use crate::{Error, ErrorClass, ExhaustedReason};
 
+/// The same call with other holders (before its first poll): every other
+/// field moves across. Defined before the submodules, which use it too.
+macro_rules! remake {
+    ($call:expr, |$c:ident, $b:ident, $h:ident| ($new_c:expr, $new_b:expr, $new_h:expr)) => {{
+        remake!($call, |$c, $b, $h, hedge, flight| (
+            $new_c, $new_b, $new_h, hedge, flight
+        ))
+    }};
+    (
+        $call:expr,
+        |$c:ident, $b:ident, $h:ident, $g:ident, $f:ident|
+        ($new_c:expr, $new_b:expr, $new_h:expr, $new_g:expr, $new_f:expr)
+    ) => {{
+        let Call {
+            inner,
+            op,
+            classify_ok: $c,
+            breaker: $b,
+            bulkhead: $h,
+            hedge: $g,
+            flight: $f,
+            attempts,
+            started,
+            previous_delay,
+            last_error,
+            deadline,
+            span,
+            measure,
+            state,
+        } = $call;
+        Call {
+            inner,
+            op,
+            classify_ok: $new_c,
+            breaker: $new_b,
+            bulkhead: $new_h,
+            hedge: $new_g,
+            flight: $new_f,
+            attempts,
+            started,
+            previous_delay,
+            last_error,
+            deadline,
+            span,
+            measure,
+            state,
+        }
+    }};
+}
+
 mod decide;
 mod fallback;
 mod flight;
@@ -22,9 +72,8 @@ mod measure;
 
 use decide::{Next, attempt_limit, breaker_outcome, budget_of, decide, refused_after, withdraw};
 pub use fallback::Fallback;
-pub use flight::{HedgeHold, NoHedge};
 use holders::{Acquired, BreakerSlot, BulkheadSlot, PolicyRef, Queued};
-pub use holders::{BreakerHold, BulkheadHold, NoBreaker, NoBulkhead};
+pub use holders::{BreakerHold, BulkheadHold, HedgeHold, NoBreaker, NoBulkhead, NoHedge};
 use measure::{CallEvent, Measure};
 
 /// Far enough ahead to stand for "no end" (a wait with neither a bound nor a
@@ -142,9 +191,10 @@ pin_project! {
     ///
     /// # Cancellation
     ///
-    /// Dropping it drops the attempt in flight or the wait; the operation is not
-    /// invoked again. Polling it again after it has resolved returns
-    /// `Poll::Pending`.
+    /// Dropping it drops the attempt in flight (every attempt, for a hedged
+    /// call) or the wait, and releases their breaker permits without
+    /// counting; the operation is not invoked again. Polling it again after
+    /// it has resolved returns `Poll::Pending`.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct Call<
         'a,
@@ -239,7 +289,7 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             breaker: BreakerSlot::new(NoBreaker),
             bulkhead: BulkheadSlot::new(NoBulkhead),
             hedge: NoHedge,
-            flight: flight::NoFlight,
+            flight: holders::NoFlight,
             attempts: 0,
             started: false,
             previous_delay,
@@ -250,56 +300,6 @@ impl<'a, E, Op, Fut> Call<'a, E, Op, Fut> {
             state: State::Start,
         }
     }
-}
-
-/// The same call with another classifier of values or breaker holder (before
-/// its first poll): every other field moves across.
-macro_rules! remake {
-    ($call:expr, |$c:ident, $b:ident, $h:ident| ($new_c:expr, $new_b:expr, $new_h:expr)) => {{
-        remake!($call, |$c, $b, $h, hedge, flight| (
-            $new_c, $new_b, $new_h, hedge, flight
-        ))
-    }};
-    (
-        $call:expr,
-        |$c:ident, $b:ident, $h:ident, $g:ident, $f:ident|
-        ($new_c:expr, $new_b:expr, $new_h:expr, $new_g:expr, $new_f:expr)
-    ) => {{
-        let Call {
-            inner,
-            op,
-            classify_ok: $c,
-            breaker: $b,
-            bulkhead: $h,
-            hedge: $g,
-            flight: $f,
-            attempts,
-            started,
-            previous_delay,
-            last_error,
-            deadline,
-            span,
-            measure,
-            state,
-        } = $call;
-        Call {
-            inner,
-            op,
-            classify_ok: $new_c,
-            breaker: $new_b,
-            bulkhead: $new_h,
-            hedge: $new_g,
-            flight: $new_f,
-            attempts,
-            started,
-            previous_delay,
-            last_error,
-            deadline,
-            span,
-            measure,
-            state,
-        }
-    }};
 }
 
 impl<'a, E, Op, Fut, B: BreakerHold, H: BulkheadHold, G: HedgeHold>
@@ -529,54 +529,6 @@ impl<'a, E, Op, Fut, C, B: BreakerHold, G: HedgeHold> Call<'a, E, Op, Fut, C, B,
             classify_ok,
             breaker,
             BulkheadSlot::new(bulkhead)
-        ))
-    }
-}
-
-impl<'a, E, Op, Fut, C, B: BreakerHold, H: BulkheadHold> Call<'a, E, Op, Fut, C, B, H, NoHedge> {
-    /// Hedges this call: when an attempt is slow to answer, another starts
-    /// beside it, and the first success wins (the others are dropped at
-    /// once). Only for idempotent operations. See [`Hedge`](crate::Hedge) and
-    /// the [`hedge`](crate::hedge) module for the rules: hedges are attempts
-    /// (they count toward `max_retries`, spend the retry budget and pass the
-    /// breaker), none start beside a half-open probe, and the deadline covers
-    /// them all.
-    ///
-    /// The attempts in flight live inside the call future (up to five slots,
-    /// no allocation); each holds its own breaker permit and time limit.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use safecall::{Hedge, SafeCall};
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let policy: SafeCall<std::io::Error> = SafeCall::default();
-    /// let hedge = Hedge::after(Duration::from_millis(100));
-    /// let mut attempt = 0;
-    /// let winner = policy
-    ///     .call(|| {
-    ///         attempt += 1;
-    ///         let (n, latency) = (attempt, if attempt == 1 { 1_000 } else { 10 });
-    ///         async move {
-    ///             tokio::time::sleep(Duration::from_millis(latency)).await;
-    ///             Ok::<_, std::io::Error>(n)
-    ///         }
-    ///     })
-    ///     .hedge(&hedge)
-    ///     .await;
-    /// assert_eq!(winner.unwrap(), 2, "the hedge answered first");
-    /// # }
-    /// ```
-    pub fn hedge(self, hedge: &'a crate::Hedge) -> Call<'a, E, Op, Fut, C, B, H, &'a crate::Hedge> {
-        remake!(self, |classify_ok, breaker, bulkhead, _old, _none| (
-            classify_ok,
-            breaker,
-            bulkhead,
-            hedge,
-            <&crate::Hedge as flight::sealed_hedge::Hold>::new_flight()
         ))
     }
 }

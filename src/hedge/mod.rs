@@ -36,7 +36,8 @@
 //!   the last failure ends the call.
 //! - `Permanent` or `CallerFault` ends the call at once and drops the rest.
 //!   `RetryAfter` stops further hedges for the call; the attempts in flight go
-//!   on, and with none in flight the hint is waited out as a retry.
+//!   on, and with none in flight the hint is waited out as a retry (a hint
+//!   given beside others stays a floor for the wait if they fail too).
 //! - One bulkhead permit covers all the call's attempts; `classify_ok` applies
 //!   to each attempt's value.
 //!
@@ -175,6 +176,7 @@ impl Hedge {
     /// Hedges after a fixed `delay`: a backup attempt starts if the one in
     /// flight has not answered `delay` after it started. `Duration::ZERO`
     /// starts all `max_extra + 1` attempts at once.
+    #[must_use]
     pub fn after(delay: Duration) -> Self {
         Self::with(Trigger::After(delay))
     }
@@ -190,6 +192,7 @@ impl Hedge {
     /// If `p` is not strictly between 0 and 1 (NaN included); see
     /// [`try_at_percentile`](Self::try_at_percentile).
     #[track_caller]
+    #[must_use]
     pub fn at_percentile(p: f64) -> Self {
         match Self::try_at_percentile(p) {
             Ok(hedge) => hedge,
@@ -218,6 +221,7 @@ impl Hedge {
     /// `0` turns hedging off; values above 4 are treated as 4 (at most five
     /// attempts in flight, as gRPC's A6 caps them). Whatever `n`, a call never
     /// makes more than `max_retries + 1` attempts, hedges included.
+    #[must_use]
     pub fn max_extra(mut self, n: u32) -> Self {
         self.max_extra = n;
         self
@@ -226,6 +230,7 @@ impl Hedge {
     /// How many latencies [`at_percentile`](Self::at_percentile) needs before
     /// it trusts its quantile (default 100). No effect on
     /// [`after`](Self::after).
+    #[must_use]
     pub fn min_samples(mut self, n: u32) -> Self {
         self.min_samples = n;
         self
@@ -234,6 +239,7 @@ impl Hedge {
     /// The delay [`at_percentile`](Self::at_percentile) hedges after while it
     /// has fewer than [`min_samples`](Self::min_samples) latencies (default
     /// none: no hedge until then). No effect on [`after`](Self::after).
+    #[must_use]
     pub fn fallback_delay(mut self, delay: Duration) -> Self {
         self.fallback_delay = Some(delay);
         self
