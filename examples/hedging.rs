@@ -85,7 +85,7 @@ impl Run {
     }
 
     fn extra(&self) -> u64 {
-        self.requests - self.latencies.len() as u64
+        self.requests.saturating_sub(self.latencies.len() as u64)
     }
 }
 
@@ -119,6 +119,38 @@ async fn send(
     };
     let workers = futures::future::try_join_all((0..concurrency).map(|_| worker())).await?;
     Ok(workers.into_iter().flatten().collect())
+}
+
+/// The client side of the measurement.
+struct Stand {
+    client: reqwest::Client,
+    url: String,
+    stand_in: Arc<StandIn>,
+    concurrency: usize,
+}
+
+impl Stand {
+    /// One run: a fresh policy, `WARM_UP` unmeasured requests, then `n`
+    /// measured ones, and the requests the server received for them.
+    async fn measure(
+        &self,
+        name: String,
+        hedge: Option<Hedge>,
+        n: usize,
+    ) -> Result<Run, Box<dyn std::error::Error>> {
+        // One attempt, and the hedge: a retry would blur the count.
+        let policy: SafeCall<reqwest::Error> = SafeCall::builder().max_retries(1).build()?;
+        let (client, url, hedge) = (&self.client, &self.url, hedge.as_ref());
+        send(client, url, &policy, hedge, WARM_UP, self.concurrency).await?;
+        let before = self.stand_in.requests.load(Ordering::Relaxed);
+        let latencies = send(client, url, &policy, hedge, n, self.concurrency).await?;
+        let requests = self.stand_in.requests.load(Ordering::Relaxed) - before;
+        Ok(Run {
+            name,
+            latencies,
+            requests,
+        })
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -158,39 +190,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         SLOW_PER_MILLE % 10,
     );
 
-    let mut runs: Vec<Run> = Vec::new();
-    let mut p95 = None;
-    for mode in 0..3 {
-        // One attempt, and the hedge: a retry would blur the count.
-        let policy: SafeCall<reqwest::Error> = SafeCall::builder().max_retries(1).build()?;
-        let (name, hedge) = match (mode, p95) {
-            (0, _) => ("no hedge".to_owned(), None),
-            (1, Some(p95)) => (
-                format!("`Hedge::after({})`, the p95 above", ms(p95)),
-                Some(Hedge::after(p95)),
-            ),
-            _ => (
-                "`Hedge::at_percentile(0.95)`".to_owned(),
-                Some(Hedge::at_percentile(0.95)),
-            ),
-        };
-        send(&client, &url, &policy, hedge.as_ref(), WARM_UP, concurrency).await?;
-        let before = stand_in.requests.load(Ordering::Relaxed);
-        let latencies = send(&client, &url, &policy, hedge.as_ref(), n, concurrency).await?;
-        let requests = stand_in.requests.load(Ordering::Relaxed) - before;
-        let mut run = Run {
-            name,
-            latencies,
-            requests,
-        };
-        if mode == 0 {
-            p95 = Some(run.quantile(0.95));
-        }
-        if let Some(delay) = hedge.as_ref().filter(|_| mode == 2).and_then(Hedge::delay) {
-            run.name = format!("{} (learnt {})", run.name, ms(delay));
-        }
-        runs.push(run);
+    let stand = Stand {
+        client,
+        url,
+        stand_in,
+        concurrency,
+    };
+    let unhedged = stand.measure("no hedge".to_owned(), None, n).await?;
+    let p95 = unhedged.quantile(0.95);
+    let after = stand
+        .measure(
+            format!("`Hedge::after({})`, the p95 above", ms(p95)),
+            Some(Hedge::after(p95)),
+            n,
+        )
+        .await?;
+    let learning = Hedge::at_percentile(0.95);
+    let mut learnt = stand
+        .measure(
+            "`Hedge::at_percentile(0.95)`".to_owned(),
+            Some(learning.clone()),
+            n,
+        )
+        .await?;
+    if let Some(delay) = learning.delay() {
+        learnt.name = format!("{} (learnt {})", learnt.name, ms(delay));
     }
+    let runs = [unhedged, after, learnt];
 
     println!("| run | p50 | p99 | p99.9 | extra requests |");
     println!("| --- | --: | --: | --: | --: |");
