@@ -35,13 +35,15 @@
 //! counts.
 //!
 //! A hedged call reads the quantile once, so the read must be cheap. The
-//! computed quantile is cached with the `p` it answers and the time it was
-//! computed; a read that finds it fresh (same half-window and less than
-//! `half / 8` old) is a handful of atomic loads: the two half-window totals
-//! (for `min_samples`) and the cache behind a sequence counter. Otherwise the
-//! reader scans the 2 × 272 buckets (6,700 instructions, 1 to 2 µs) and
-//! stores the result; one reader at a time stores, the others use what they
-//! computed.
+//! computed quantile is cached with the `p` it answers, the records it was
+//! computed from, and the ticks it holds for: until `half / 8` after it was
+//! computed or the end of its half-window, whichever comes first. A read that
+//! finds it fresh is seven atomic loads (the cache behind a sequence counter):
+//! as a half-window's count only grows, a cache computed from at least
+//! `min_samples` records proves the window still holds them. Otherwise the
+//! reader counts the two half-window totals against `min_samples`, scans the
+//! 2 × 272 buckets (6,700 instructions, 1 to 2 µs) and stores the result; one
+//! reader at a time stores, the others use what they computed.
 //!
 //! What a read may miss: the scan is not a snapshot, so records racing it may
 //! or may not be in it; a reader whose `now` is one half-window behind a
@@ -57,8 +59,8 @@
 //!
 //! # Memory
 //!
-//! 2 half-windows × (272 buckets + 1 total) × 8 bytes, plus the cache (32
-//! bytes), the start instant and the widths: 4,432 bytes per tracker (see the
+//! 2 half-windows × (272 buckets + 1 total) × 8 bytes, plus the cache (48
+//! bytes), the start instant and the widths: 4,448 bytes per tracker (see the
 //! `memory_is_as_documented` test), held once per `Hedge` and shared by its
 //! clones. Nothing is allocated per record or per read.
 //!
@@ -220,17 +222,32 @@ impl Half {
     }
 }
 
+/// A computed quantile and where it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cached {
+    /// The `p` it answers, as `f64` bits.
+    p: u64,
+    /// The quantile, in ns.
+    value: u64,
+    /// The ticks it is used for: `from..until`, within one half-window
+    /// (`until` 0: never computed).
+    from: u64,
+    until: u64,
+    /// The records it was computed from. Within a half-window the count only
+    /// grows, so a read that needs at most this many need not count again.
+    samples: u64,
+}
+
 /// The last computed quantile, behind a sequence counter: odd while one
 /// reader stores, so a read that sees the same even value before and after
 /// loading the fields saw one store's fields.
 struct Cache {
     seq: AtomicU64,
-    /// The `p` it answers, as `f64` bits.
     p: AtomicU64,
-    /// The quantile, in ns.
     value: AtomicU64,
-    /// 1 + the tick it was computed at (0: never).
-    at: AtomicU64,
+    from: AtomicU64,
+    until: AtomicU64,
+    samples: AtomicU64,
 }
 
 impl Cache {
@@ -239,26 +256,32 @@ impl Cache {
             seq: AtomicU64::new(0),
             p: AtomicU64::new(0),
             value: AtomicU64::new(0),
-            at: AtomicU64::new(0),
+            from: AtomicU64::new(0),
+            until: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
         }
     }
 
-    /// `(p bits, value, at)`, if no store raced the read.
-    fn load(&self) -> Option<(u64, u64, u64)> {
+    /// The cached result, if no store raced the read.
+    fn load(&self) -> Option<Cached> {
         let before = self.seq.load(Ordering::Acquire);
         if before % 2 == 1 {
             return None;
         }
         // Acquire: a field read from a racing store synchronises with it, so
         // the second `seq` load sees that store's odd value (or later).
-        let p = self.p.load(Ordering::Acquire);
-        let value = self.value.load(Ordering::Acquire);
-        let at = self.at.load(Ordering::Acquire);
-        (self.seq.load(Ordering::Relaxed) == before).then_some((p, value, at))
+        let cached = Cached {
+            p: self.p.load(Ordering::Acquire),
+            value: self.value.load(Ordering::Acquire),
+            from: self.from.load(Ordering::Acquire),
+            until: self.until.load(Ordering::Acquire),
+            samples: self.samples.load(Ordering::Acquire),
+        };
+        (self.seq.load(Ordering::Relaxed) == before).then_some(cached)
     }
 
     /// Store a result unless another reader is storing one.
-    fn store(&self, p: u64, value: u64, at: u64) {
+    fn store(&self, c: Cached) {
         let seq = self.seq.load(Ordering::Relaxed);
         if seq % 2 == 1
             || self
@@ -268,9 +291,11 @@ impl Cache {
         {
             return;
         }
-        self.p.store(p, Ordering::Release);
-        self.value.store(value, Ordering::Release);
-        self.at.store(at, Ordering::Release);
+        self.p.store(c.p, Ordering::Release);
+        self.value.store(c.value, Ordering::Release);
+        self.from.store(c.from, Ordering::Release);
+        self.until.store(c.until, Ordering::Release);
+        self.samples.store(c.samples, Ordering::Release);
         self.seq.store(seq + 2, Ordering::Release);
     }
 }
@@ -354,28 +379,39 @@ impl LatencyTracker {
     /// new half-window, for another `p`, or after `window / 16`.
     pub(crate) fn quantile(&self, p: f64, min_samples: u32, now: Instant) -> Option<Duration> {
         let tick = self.tick(now);
+        let p_bits = p.to_bits();
+        if let Some(c) = self.cache.load() {
+            // Fresh, and computed from enough records (the count has not
+            // fallen since: the half-window is the same).
+            if c.p == p_bits
+                && (c.from..c.until).contains(&tick)
+                && c.samples >= u64::from(min_samples)
+            {
+                return Some(Duration::from_nanos(c.value));
+            }
+        }
         let epoch = tick / self.half;
         let samples = self.samples_in(epoch);
         if samples == 0 || samples < u64::from(min_samples) {
             return None;
         }
-        let p_bits = p.to_bits();
-        if let Some((cached_p, value, at)) = self.cache.load() {
-            let fresh = at != 0
-                && cached_p == p_bits
-                && (at - 1) / self.half == epoch
-                && tick < (at - 1).saturating_add(self.refresh);
-            if fresh {
-                return Some(Duration::from_nanos(value));
-            }
-        }
-        let value = self.compute(p, epoch)?;
-        self.cache.store(p_bits, value, tick.saturating_add(1));
+        let (value, counted) = self.compute(p, epoch)?;
+        let from = epoch.saturating_mul(self.half);
+        self.cache.store(Cached {
+            p: p_bits,
+            value,
+            from,
+            until: tick
+                .saturating_add(self.refresh)
+                .min(from.saturating_add(self.half)),
+            samples: counted,
+        });
         Some(Duration::from_nanos(value))
     }
 
-    /// Scan the buckets of half-window `epoch` and the one before.
-    fn compute(&self, p: f64, epoch: u64) -> Option<u64> {
+    /// Scan the buckets of half-window `epoch` and the one before: the
+    /// quantile and the records counted.
+    fn compute(&self, p: f64, epoch: u64) -> Option<(u64, u64)> {
         let previous = epoch.wrapping_sub(1);
         let (current, older) = (self.half(epoch), self.half(previous));
         let (tag, older_tag) = (tag_of(epoch), tag_of(previous));
@@ -397,10 +433,10 @@ impl LatencyTracker {
         for (i, count) in counts.iter().enumerate() {
             seen += count;
             if seen >= rank {
-                return Some(bucket_value(i));
+                return Some((bucket_value(i), n));
             }
         }
-        Some(bucket_value(BUCKETS - 1)) // unreachable: seen ends at n >= rank
+        Some((bucket_value(BUCKETS - 1), n)) // unreachable: seen ends at n >= rank
     }
 }
 

@@ -76,18 +76,33 @@ fn a_record_racing_a_rotation_is_counted_once_or_has_aged_out() {
     });
 }
 
+fn cached(n: u64) -> Cached {
+    Cached {
+        p: n,
+        value: n,
+        from: n,
+        until: n,
+        samples: n,
+    }
+}
+
+/// Whether every field of `c` holds the same value, as `cached` stores them.
+fn whole(c: Cached) -> bool {
+    c == cached(c.p)
+}
+
 #[test]
 fn a_cache_read_racing_a_store_never_mixes_two() {
     model(|| {
         let cache = Arc::new(Cache::new());
-        cache.store(1, 1, 1);
+        cache.store(cached(1));
         let writer = Arc::clone(&cache);
-        let h = thread::spawn(move || writer.store(2, 2, 2));
-        if let Some((p, value, at)) = cache.load() {
-            assert!(p == value && value == at, "torn read: {p} {value} {at}");
+        let h = thread::spawn(move || writer.store(cached(2)));
+        if let Some(c) = cache.load() {
+            assert!(whole(c), "torn read: {c:?}");
         }
         h.join().unwrap();
-        assert_eq!(cache.load(), Some((2, 2, 2)), "an uncontended store lands");
+        assert_eq!(cache.load(), Some(cached(2)), "an uncontended store lands");
     });
 }
 
@@ -96,13 +111,10 @@ fn racing_stores_leave_one_whole() {
     model(|| {
         let cache = Arc::new(Cache::new());
         let other = Arc::clone(&cache);
-        let h = thread::spawn(move || other.store(1, 1, 1));
-        cache.store(2, 2, 2);
+        let h = thread::spawn(move || other.store(cached(1)));
+        cache.store(cached(2));
         h.join().unwrap();
-        let (p, value, at) = cache.load().expect("no store in progress");
-        assert!(
-            p == value && value == at && p != 0,
-            "one store landed whole: {p} {value} {at}"
-        );
+        let c = cache.load().expect("no store in progress");
+        assert!(whole(c) && c.p != 0, "one store landed whole: {c:?}");
     });
 }

@@ -59,7 +59,7 @@ fn buckets_tile_the_range_each_at_most_an_eighth_of_its_lowest_value() {
 
 #[test]
 fn memory_is_as_documented() {
-    assert_eq!(std::mem::size_of::<LatencyTracker>(), 4432);
+    assert_eq!(std::mem::size_of::<LatencyTracker>(), 4448);
 }
 
 #[test]
@@ -253,6 +253,27 @@ fn a_cached_quantile_is_used_for_an_eighth_of_a_half_window() {
     let later = t.quantile(0.5, 0, t.start + refresh).expect("samples");
     assert!(near(later, ms(1000)), "recomputed: {later:?}");
     assert_eq!(t.samples(t.start), 1100, "samples are never cached");
+}
+
+#[test]
+fn a_cached_quantile_ends_with_its_half_window() {
+    let t = LatencyTracker::new(WINDOW);
+    for _ in 0..10 {
+        t.record(ms(10), t.start);
+    }
+    let last = t.start + HALF - Duration::from_nanos(1);
+    let fast = t.quantile(0.5, 0, last).expect("samples");
+    assert!(near(fast, ms(10)), "{fast:?}");
+    let next = t.start + HALF;
+    for _ in 0..100 {
+        t.record(ms(1000), next);
+    }
+    assert_eq!(t.quantile(0.5, 0, last), Some(fast), "cached till the end");
+    let slow = t.quantile(0.5, 0, next).expect("samples");
+    assert!(
+        near(slow, ms(1000)),
+        "a new half-window recomputes: {slow:?}"
+    );
 }
 
 #[test]
