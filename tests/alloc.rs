@@ -446,6 +446,44 @@ fn hedged_calls_allocate_nothing() {
     });
 }
 
+/// A fixed hedge has no latency tracker, so one built at the call site costs
+/// nothing; a learning hedge allocates its tracker once, and its calls (a
+/// quantile read and a record each) nothing.
+#[test]
+fn per_call_and_learning_hedges_allocate_nothing_per_call() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let policy: SafeCall<std::io::Error> = SafeCall::builder()
+            .retry_budget(safecall::RetryBudget::disabled())
+            .build()
+            .unwrap();
+        for _ in 0..200 {
+            policy.call(ready_ok).await.unwrap();
+        }
+        let before = allocations();
+        for _ in 0..1_000 {
+            let hedge = safecall::Hedge::after(Duration::from_millis(10));
+            assert_eq!(policy.call(ready_ok).hedge(&hedge).await.unwrap(), 1);
+        }
+        assert_eq!(allocations() - before, 0, "a fixed hedge per call");
+
+        let learning = safecall::Hedge::at_percentile(0.95).min_samples(10);
+        for _ in 0..200 {
+            policy.call(ready_ok).hedge(&learning).await.unwrap();
+        }
+        assert!(learning.delay().is_some(), "learnt");
+        let before = allocations();
+        for _ in 0..1_000 {
+            assert_eq!(policy.call(ready_ok).hedge(&learning).await.unwrap(), 1);
+        }
+        assert_eq!(allocations() - before, 0, "a learning hedge");
+    });
+}
+
 #[test]
 fn calls_through_a_bulkhead_allocate_nothing_free_or_full() {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -219,6 +219,22 @@ fn main() {
                     black_box(policy.call(|| op(i)).hedge(&hedge).await.ok());
                 }
             }
+            "retry_hedge_inline" => {
+                // A fixed hedge built at the call site, per call.
+                for i in 0..n {
+                    let hedge = safecall::Hedge::after(Duration::from_millis(50));
+                    black_box(policy.call(|| op(i)).hedge(&hedge).await.ok());
+                }
+            }
+            "retry_hedge_percentile" => {
+                // A learning hedge that is never needed: each call reads the
+                // cached quantile and records its attempt's latency (two clock
+                // reads). Its first 100 calls learn without a quantile.
+                let hedge = safecall::Hedge::at_percentile(0.95);
+                for i in 0..n {
+                    black_box(policy.call(|| op(i)).hedge(&hedge).await.ok());
+                }
+            }
             "retry_breaker_hedge" => {
                 let hedge = safecall::Hedge::after(Duration::from_millis(50));
                 for i in 0..n {

@@ -583,7 +583,7 @@ impl Machine {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(safecall_loom)))]
 mod tests {
     use super::*;
     use crate::BreakerConfig;
