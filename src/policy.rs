@@ -77,6 +77,9 @@ pub(crate) struct Settings {
     pub(crate) backoff: Backoff,
     pub(crate) attempt_timeout: Option<Duration>,
     pub(crate) deadline: Option<Duration>,
+    /// Whether a call has a time limit (a deadline or an attempt timeout),
+    /// hence reads the clock: one test on the hot path instead of two.
+    pub(crate) timed: bool,
     pub(crate) max_retry_after: Duration,
     pub(crate) timeout_class: ErrorClass,
     pub(crate) budget: Option<BudgetState>,
@@ -449,6 +452,7 @@ impl<E> SafeCallBuilder<E> {
                     backoff: self.backoff,
                     attempt_timeout: self.attempt_timeout,
                     deadline: self.deadline,
+                    timed: self.deadline.is_some() || self.attempt_timeout.is_some(),
                     max_retry_after: self.max_retry_after,
                     timeout_class: self.timeout_class,
                     budget: self.budget.state(),

@@ -108,7 +108,9 @@ pub(super) fn attempt_limit(
     now: Option<Instant>,
     deadline: Option<Instant>,
 ) -> Option<(Instant, bool)> {
-    if s.attempt_timeout.is_none() && deadline.is_none() {
+    if !s.timed {
+        // Neither an attempt timeout nor a deadline (the call's deadline
+        // comes from the policy's).
         return None;
     }
     let own = s

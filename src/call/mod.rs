@@ -637,13 +637,15 @@ where
             if let Some(budget) = budget_of(s, this.breaker.get()) {
                 budget.deposit();
             }
-            if let Some(d) = s.deadline {
-                let now = Instant::now();
-                *this.deadline = now.checked_add(d);
-                first_now = Some(now);
+            if s.timed {
+                if let Some(d) = s.deadline {
+                    let now = Instant::now();
+                    *this.deadline = now.checked_add(d);
+                    first_now = Some(now);
+                }
             }
             let started = this.measure.start(s, first_now);
-            if s.attempt_timeout.is_some() {
+            if s.timed && s.attempt_timeout.is_some() {
                 // The first attempt's time limit shares the metrics' reading.
                 first_now = first_now.or(started);
             }
@@ -660,9 +662,7 @@ where
             let mut classified = None;
             let failure = match this.state.as_mut().project() {
                 StateProj::Start => {
-                    let now = first_now.take().or_else(|| {
-                        (s.deadline.is_some() || s.attempt_timeout.is_some()).then(Instant::now)
-                    });
+                    let now = first_now.take().or_else(|| s.timed.then(Instant::now));
                     let time_left = match (*this.deadline, now) {
                         (Some(d), Some(n)) => Some(d.saturating_duration_since(n)),
                         _ => None,
