@@ -80,6 +80,9 @@ pub(crate) struct Settings {
     /// Whether a call has a time limit (a deadline or an attempt timeout),
     /// hence reads the clock: one test on the hot path instead of two.
     pub(crate) timed: bool,
+    /// Whether every delay of the backoff is zero: the retry decision then
+    /// needs neither the schedule nor a random draw.
+    pub(crate) zero_delay: bool,
     pub(crate) max_retry_after: Duration,
     pub(crate) timeout_class: ErrorClass,
     pub(crate) budget: Option<BudgetState>,
@@ -453,6 +456,7 @@ impl<E> SafeCallBuilder<E> {
                     attempt_timeout: self.attempt_timeout,
                     deadline: self.deadline,
                     timed: self.deadline.is_some() || self.attempt_timeout.is_some(),
+                    zero_delay: self.backoff.is_zero(),
                     max_retry_after: self.max_retry_after,
                     timeout_class: self.timeout_class,
                     budget: self.budget.state(),
