@@ -657,10 +657,19 @@ where
             }
         }
         let _entered = this.span.as_ref().map(tracing::Span::enter);
+        // Set when the state was just replaced by `Start`: the next round
+        // goes there without reading the state back.
+        let mut at_start = false;
         loop {
             // The class of a hedged call's failure, classified in its flight.
             let mut classified = None;
-            let failure = match this.state.as_mut().project() {
+            let proj = if at_start {
+                at_start = false;
+                StateProj::Start
+            } else {
+                this.state.as_mut().project()
+            };
+            let failure = match proj {
                 StateProj::Start => {
                     let now = first_now.take().or_else(|| s.timed.then(Instant::now));
                     let time_left = match (*this.deadline, now) {
@@ -993,6 +1002,7 @@ where
                     }
                     if delay.is_zero() {
                         this.state.as_mut().project_replace(State::Start);
+                        at_start = true;
                     } else {
                         let sleep = match now.and_then(|n| n.checked_add(delay)) {
                             Some(at) => tokio::time::sleep_until(at),
