@@ -67,12 +67,14 @@ macro_rules! remake {
 }
 
 mod decide;
+mod failure;
 mod fallback;
 mod flight;
 mod holders;
 mod measure;
 
 use decide::{Next, attempt_limit, breaker_outcome, budget_of, decide, refused_after, withdraw};
+use failure::Failure;
 pub use fallback::Fallback;
 use holders::{Acquired, BreakerSlot, BulkheadSlot, PolicyRef, Queued};
 pub use holders::{BreakerHold, BulkheadHold, HedgeHold, NoBreaker, NoBulkhead, NoHedge};
@@ -537,53 +539,6 @@ impl<'a, E, Op, Fut, C, B: BreakerHold, G: HedgeHold> Call<'a, E, Op, Fut, C, B,
             breaker,
             BulkheadSlot::new(bulkhead)
         ))
-    }
-}
-
-/// How an attempt failed.
-enum Failure<T, E> {
-    /// The operation's error.
-    Error(E),
-    /// A value that `classify_ok` put in a class of failure.
-    Value(T, ErrorClass),
-    /// The attempt ran past its attempt timeout.
-    TimedOut,
-}
-
-impl<T, E> Failure<T, E> {
-    /// The call's end on this failure when no further attempt is made:
-    /// `reason` says why, `None` when its class is not retried. A value
-    /// classified as a failure is the provider's last answer (as tower's retry
-    /// gives); an error ends the call as `Exhausted` or `Permanent`; a timeout
-    /// keeps the last error an earlier attempt returned.
-    fn end(
-        self,
-        attempts: u32,
-        class: ErrorClass,
-        reason: Option<ExhaustedReason>,
-        last_error: Option<E>,
-    ) -> Result<T, Error<E>> {
-        match self {
-            Failure::Error(source) => Err(match reason {
-                Some(reason) => Error::Exhausted {
-                    source,
-                    attempts,
-                    reason,
-                },
-                None => Error::Permanent {
-                    source,
-                    attempts,
-                    class,
-                },
-            }),
-            Failure::Value(value, _) => Ok(value),
-            Failure::TimedOut => Err(Error::Timeout {
-                attempts,
-                kind: TimeoutKind::Attempt,
-                reason,
-                last_error,
-            }),
-        }
     }
 }
 
