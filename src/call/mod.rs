@@ -626,20 +626,23 @@ where
             };
             let failure = match proj {
                 StateProj::Start => {
-                    let now = first_now.take().or_else(|| s.timed.then(Instant::now));
-                    let time_left = match (*this.deadline, now) {
-                        (Some(d), Some(n)) => Some(d.saturating_duration_since(n)),
-                        _ => None,
+                    // Without a time limit: no clock read, nothing to check.
+                    let (now, time_left) = if s.timed {
+                        let now = first_now.take().unwrap_or_else(Instant::now);
+                        let time_left = this.deadline.map(|d| d.saturating_duration_since(now));
+                        if time_left == Some(Duration::ZERO) {
+                            this.state.as_mut().project_replace(State::Done);
+                            return Poll::Ready(Err(Error::Timeout {
+                                attempts: *this.attempts,
+                                kind: TimeoutKind::Deadline,
+                                reason: None,
+                                last_error: this.last_error.take(),
+                            }));
+                        }
+                        (Some(now), time_left)
+                    } else {
+                        (None, None)
                     };
-                    if time_left == Some(Duration::ZERO) {
-                        this.state.as_mut().project_replace(State::Done);
-                        return Poll::Ready(Err(Error::Timeout {
-                            attempts: *this.attempts,
-                            kind: TimeoutKind::Deadline,
-                            reason: None,
-                            last_error: this.last_error.take(),
-                        }));
-                    }
                     if this.bulkhead.pending() {
                         // The call's permit, before its first attempt.
                         match this.bulkhead.acquire(cx.waker()) {
