@@ -249,6 +249,12 @@ pin_project! {
         Start,
         // Polls the attempt; no time limit applies.
         Running { #[pin] fut: Fut },
+        // Polls a hedged call's attempts in flight (in `flight`).
+        Hedged,
+        // Resolved.
+        Done,
+        // (The variants holding a timer come last: the state's drop tests
+        // them as one range.)
         // Polls the attempt under its time limit; `at_deadline` when that limit
         // is the call's deadline rather than the attempt timeout.
         Timed { #[pin] fut: Timeout<Fut>, at_deadline: bool },
@@ -257,10 +263,6 @@ pin_project! {
         // Queued for a bulkhead permit until `sleep` ends (`max_wait`, or the
         // deadline when `at_deadline`).
         Queued { #[pin] sleep: Sleep, since: Instant, at_deadline: bool },
-        // Polls a hedged call's attempts in flight (in `flight`).
-        Hedged,
-        // Resolved.
-        Done,
     }
 }
 
