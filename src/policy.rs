@@ -71,7 +71,6 @@ pub struct RetryEvent<'a, E> {
 type OnRetry<E> = Box<dyn Fn(&RetryEvent<'_, E>) + Send + Sync>;
 
 /// The settings of a policy that do not depend on the error type.
-#[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) max_retries: u32,
     pub(crate) backoff: Backoff,
@@ -92,6 +91,25 @@ pub(crate) struct Settings {
     /// `None` for a policy built with `metrics(false)`.
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<crate::metrics::PolicyMetrics>,
+}
+
+/// As derived, without the flags derived from the other settings.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Settings");
+        d.field("max_retries", &self.max_retries)
+            .field("backoff", &self.backoff)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("deadline", &self.deadline)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("timeout_class", &self.timeout_class)
+            .field("budget", &self.budget)
+            .field("rng", &self.rng)
+            .field("name", &self.name);
+        #[cfg(feature = "metrics")]
+        d.field("metrics", &self.metrics);
+        d.finish()
+    }
 }
 
 impl Settings {
