@@ -71,12 +71,17 @@ pub struct RetryEvent<'a, E> {
 type OnRetry<E> = Box<dyn Fn(&RetryEvent<'_, E>) + Send + Sync>;
 
 /// The settings of a policy that do not depend on the error type.
-#[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) max_retries: u32,
     pub(crate) backoff: Backoff,
     pub(crate) attempt_timeout: Option<Duration>,
     pub(crate) deadline: Option<Duration>,
+    /// Whether a call has a time limit (a deadline or an attempt timeout),
+    /// hence reads the clock: one test on the hot path instead of two.
+    pub(crate) timed: bool,
+    /// Whether every delay of the backoff is zero: the retry decision then
+    /// needs neither the schedule nor a random draw.
+    pub(crate) zero_delay: bool,
     pub(crate) max_retry_after: Duration,
     pub(crate) timeout_class: ErrorClass,
     pub(crate) budget: Option<BudgetState>,
@@ -86,6 +91,25 @@ pub(crate) struct Settings {
     /// `None` for a policy built with `metrics(false)`.
     #[cfg(feature = "metrics")]
     pub(crate) metrics: Option<crate::metrics::PolicyMetrics>,
+}
+
+/// As derived, without the flags derived from the other settings.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Settings");
+        d.field("max_retries", &self.max_retries)
+            .field("backoff", &self.backoff)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("deadline", &self.deadline)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("timeout_class", &self.timeout_class)
+            .field("budget", &self.budget)
+            .field("rng", &self.rng)
+            .field("name", &self.name);
+        #[cfg(feature = "metrics")]
+        d.field("metrics", &self.metrics);
+        d.finish()
+    }
 }
 
 impl Settings {
@@ -449,6 +473,8 @@ impl<E> SafeCallBuilder<E> {
                     backoff: self.backoff,
                     attempt_timeout: self.attempt_timeout,
                     deadline: self.deadline,
+                    timed: self.deadline.is_some() || self.attempt_timeout.is_some(),
+                    zero_delay: self.backoff.is_zero(),
                     max_retry_after: self.max_retry_after,
                     timeout_class: self.timeout_class,
                     budget: self.budget.state(),

@@ -31,11 +31,16 @@ pub(super) enum Next {
 }
 
 /// The retry decision: pure but for the clock (read only with a deadline) and the
-/// jitter's random source. Kept out of the generic poll to limit
-/// monomorphisation. The budget is asked last, by the caller, so that a retry that
-/// will not happen for another reason never spends it. `attempts` is the
-/// attempts made, or for a hedged call with attempts left the waits so far
+/// jitter's random source. The budget is asked last, by the caller, so that a
+/// retry that will not happen for another reason never spends it. `attempts` is
+/// the attempts made, or for a hedged call with attempts left the waits so far
 /// (the backoff counts waits, not hedges; see `HedgeHold`'s `wait_index`).
+///
+/// Inline only for the decisions that need no schedule: retries used up, and
+/// a zero delay with neither a hint nor a deadline to weigh (what
+/// [`decide_slow`] would return for them, without its call). The rest is kept
+/// out of the generic poll to limit monomorphisation.
+#[inline]
 pub(super) fn decide(
     s: &Settings,
     class: ErrorClass,
@@ -46,13 +51,37 @@ pub(super) fn decide(
     if attempts > s.max_retries {
         return Next::GiveUp(ExhaustedReason::RetriesUsedUp);
     }
-    // No random draw when nothing is jittered (skipping it is only a saving).
-    let random = if s.backoff.get_jitter() == Jitter::None || s.backoff.is_zero() {
-        0
+    if s.zero_delay && deadline.is_none() && !matches!(class, ErrorClass::RetryAfter(_)) {
+        *previous = Duration::ZERO;
+        return Next::Retry {
+            delay: Duration::ZERO,
+            now: None,
+        };
+    }
+    decide_slow(s, class, attempts, previous, deadline)
+}
+
+/// [`decide`] for a call with retries left whose delay needs the schedule, a
+/// hint or the deadline.
+#[inline(never)]
+fn decide_slow(
+    s: &Settings,
+    class: ErrorClass,
+    attempts: u32,
+    previous: &mut Duration,
+    deadline: Option<Instant>,
+) -> Next {
+    let mut delay = if s.zero_delay {
+        Duration::ZERO
     } else {
-        s.random()
+        // No random draw when nothing is jittered (skipping it is only a saving).
+        let random = if s.backoff.get_jitter() == Jitter::None {
+            0
+        } else {
+            s.random()
+        };
+        s.backoff.delay(attempts, *previous, random)
     };
-    let mut delay = s.backoff.delay(attempts, *previous, random);
     if let ErrorClass::RetryAfter(hint) = class {
         if hint > s.max_retry_after {
             return Next::GiveUp(ExhaustedReason::RetryAfterTooLong { hint });
@@ -108,7 +137,9 @@ pub(super) fn attempt_limit(
     now: Option<Instant>,
     deadline: Option<Instant>,
 ) -> Option<(Instant, bool)> {
-    if s.attempt_timeout.is_none() && deadline.is_none() {
+    if !s.timed {
+        // Neither an attempt timeout nor a deadline (the call's deadline
+        // comes from the policy's).
         return None;
     }
     let own = s
@@ -119,5 +150,61 @@ pub(super) fn attempt_limit(
         (Some(own), _) => Some((own, false)),
         (None, Some(deadline)) => Some((deadline, true)),
         (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Backoff, SafeCall};
+
+    /// The inline decision agrees with the full one wherever it answers:
+    /// every class, with and without a deadline, retries left or not.
+    #[tokio::test(start_paused = true)]
+    async fn the_zero_delay_shortcut_decides_as_the_full_decision_does() {
+        let policy: SafeCall<()> = SafeCall::builder()
+            .max_retries(2)
+            .backoff(Backoff::constant(Duration::ZERO))
+            .max_retry_after(Duration::from_secs(1))
+            .seed(7)
+            .build()
+            .unwrap();
+        let s = &policy.inner().settings;
+        assert!(s.zero_delay);
+        let classes = [
+            ErrorClass::Transient,
+            ErrorClass::Permanent,
+            ErrorClass::CallerFault,
+            ErrorClass::RetryAfter(Duration::from_millis(300)),
+            ErrorClass::RetryAfter(Duration::from_secs(2)),
+        ];
+        let now = Instant::now();
+        let deadlines = [None, Some(now + Duration::from_millis(500)), Some(now)];
+        let mut compared = 0;
+        for class in classes {
+            for deadline in deadlines {
+                for attempts in 1..=3 {
+                    let (mut fast_prev, mut slow_prev) =
+                        (Duration::from_secs(9), Duration::from_secs(9));
+                    let fast = decide(s, class, attempts, &mut fast_prev, deadline);
+                    let slow = if attempts > s.max_retries {
+                        Next::GiveUp(ExhaustedReason::RetriesUsedUp)
+                    } else {
+                        decide_slow(s, class, attempts, &mut slow_prev, deadline)
+                    };
+                    let same = match (fast, slow) {
+                        (Next::Retry { delay: a, now: m }, Next::Retry { delay: b, now: n }) => {
+                            a == b && m == n
+                        }
+                        (Next::GiveUp(a), Next::GiveUp(b)) => a == b,
+                        _ => false,
+                    };
+                    assert!(same, "{class:?} {deadline:?} {attempts}");
+                    assert_eq!(fast_prev, slow_prev, "{class:?} {deadline:?} {attempts}");
+                    compared += 1;
+                }
+            }
+        }
+        assert_eq!(compared, 45);
     }
 }

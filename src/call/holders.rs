@@ -103,8 +103,10 @@ impl<B: BreakerHold> BreakerSlot<B> {
     /// Record how the attempt in flight ended, if a permit is held.
     #[inline(always)]
     pub(crate) fn record(&mut self, outcome: Outcome) {
-        if let Some(raw) = self.permit.take() {
-            if let Some(b) = self.hold.breaker() {
+        // The holder first: without a breaker (known from the type) there is
+        // no permit, and nothing to read or write.
+        if let Some(b) = self.hold.breaker() {
+            if let Some(raw) = self.permit.take() {
                 b.finish_raw(raw, Some(outcome));
             }
         }
@@ -114,8 +116,8 @@ impl<B: BreakerHold> BreakerSlot<B> {
 impl<B: BreakerHold> Drop for BreakerSlot<B> {
     #[inline(always)]
     fn drop(&mut self) {
-        if let Some(raw) = self.permit.take() {
-            if let Some(b) = self.hold.breaker() {
+        if let Some(b) = self.hold.breaker() {
+            if let Some(raw) = self.permit.take() {
                 b.finish_raw(raw, None);
             }
         }

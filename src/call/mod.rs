@@ -67,12 +67,14 @@ macro_rules! remake {
 }
 
 mod decide;
+mod failure;
 mod fallback;
 mod flight;
 mod holders;
 mod measure;
 
 use decide::{Next, attempt_limit, breaker_outcome, budget_of, decide, refused_after, withdraw};
+use failure::Failure;
 pub use fallback::Fallback;
 use holders::{Acquired, BreakerSlot, BulkheadSlot, PolicyRef, Queued};
 pub use holders::{BreakerHold, BulkheadHold, HedgeHold, NoBreaker, NoBulkhead, NoHedge};
@@ -247,6 +249,12 @@ pin_project! {
         Start,
         // Polls the attempt; no time limit applies.
         Running { #[pin] fut: Fut },
+        // Polls a hedged call's attempts in flight (in `flight`).
+        Hedged,
+        // Resolved.
+        Done,
+        // (The variants holding a timer come last: the state's drop tests
+        // them as one range.)
         // Polls the attempt under its time limit; `at_deadline` when that limit
         // is the call's deadline rather than the attempt timeout.
         Timed { #[pin] fut: Timeout<Fut>, at_deadline: bool },
@@ -255,10 +263,6 @@ pin_project! {
         // Queued for a bulkhead permit until `sleep` ends (`max_wait`, or the
         // deadline when `at_deadline`).
         Queued { #[pin] sleep: Sleep, since: Instant, at_deadline: bool },
-        // Polls a hedged call's attempts in flight (in `flight`).
-        Hedged,
-        // Resolved.
-        Done,
     }
 }
 
@@ -540,53 +544,6 @@ impl<'a, E, Op, Fut, C, B: BreakerHold, G: HedgeHold> Call<'a, E, Op, Fut, C, B,
     }
 }
 
-/// How an attempt failed.
-enum Failure<T, E> {
-    /// The operation's error.
-    Error(E),
-    /// A value that `classify_ok` put in a class of failure.
-    Value(T, ErrorClass),
-    /// The attempt ran past its attempt timeout.
-    TimedOut,
-}
-
-impl<T, E> Failure<T, E> {
-    /// The call's end on this failure when no further attempt is made:
-    /// `reason` says why, `None` when its class is not retried. A value
-    /// classified as a failure is the provider's last answer (as tower's retry
-    /// gives); an error ends the call as `Exhausted` or `Permanent`; a timeout
-    /// keeps the last error an earlier attempt returned.
-    fn end(
-        self,
-        attempts: u32,
-        class: ErrorClass,
-        reason: Option<ExhaustedReason>,
-        last_error: Option<E>,
-    ) -> Result<T, Error<E>> {
-        match self {
-            Failure::Error(source) => Err(match reason {
-                Some(reason) => Error::Exhausted {
-                    source,
-                    attempts,
-                    reason,
-                },
-                None => Error::Permanent {
-                    source,
-                    attempts,
-                    class,
-                },
-            }),
-            Failure::Value(value, _) => Ok(value),
-            Failure::TimedOut => Err(Error::Timeout {
-                attempts,
-                kind: TimeoutKind::Attempt,
-                reason,
-                last_error,
-            }),
-        }
-    }
-}
-
 impl<E: 'static, Op, Fut, T, C, B: BreakerHold, H: BulkheadHold, G: HedgeHold> Future
     for Call<'_, E, Op, Fut, C, B, H, G>
 where
@@ -637,13 +594,15 @@ where
             if let Some(budget) = budget_of(s, this.breaker.get()) {
                 budget.deposit();
             }
-            if let Some(d) = s.deadline {
-                let now = Instant::now();
-                *this.deadline = now.checked_add(d);
-                first_now = Some(now);
+            if s.timed {
+                if let Some(d) = s.deadline {
+                    let now = Instant::now();
+                    *this.deadline = now.checked_add(d);
+                    first_now = Some(now);
+                }
             }
             let started = this.measure.start(s, first_now);
-            if s.attempt_timeout.is_some() {
+            if s.timed && s.attempt_timeout.is_some() {
                 // The first attempt's time limit shares the metrics' reading.
                 first_now = first_now.or(started);
             }
@@ -655,27 +614,37 @@ where
             }
         }
         let _entered = this.span.as_ref().map(tracing::Span::enter);
+        // Set when the state was just replaced by `Start`: the next round
+        // goes there without reading the state back.
+        let mut at_start = false;
         loop {
             // The class of a hedged call's failure, classified in its flight.
             let mut classified = None;
-            let failure = match this.state.as_mut().project() {
+            let proj = if at_start {
+                at_start = false;
+                StateProj::Start
+            } else {
+                this.state.as_mut().project()
+            };
+            let failure = match proj {
                 StateProj::Start => {
-                    let now = first_now.take().or_else(|| {
-                        (s.deadline.is_some() || s.attempt_timeout.is_some()).then(Instant::now)
-                    });
-                    let time_left = match (*this.deadline, now) {
-                        (Some(d), Some(n)) => Some(d.saturating_duration_since(n)),
-                        _ => None,
+                    // Without a time limit: no clock read, nothing to check.
+                    let (now, time_left) = if s.timed {
+                        let now = first_now.take().unwrap_or_else(Instant::now);
+                        let time_left = this.deadline.map(|d| d.saturating_duration_since(now));
+                        if time_left == Some(Duration::ZERO) {
+                            this.state.as_mut().project_replace(State::Done);
+                            return Poll::Ready(Err(Error::Timeout {
+                                attempts: *this.attempts,
+                                kind: TimeoutKind::Deadline,
+                                reason: None,
+                                last_error: this.last_error.take(),
+                            }));
+                        }
+                        (Some(now), time_left)
+                    } else {
+                        (None, None)
                     };
-                    if time_left == Some(Duration::ZERO) {
-                        this.state.as_mut().project_replace(State::Done);
-                        return Poll::Ready(Err(Error::Timeout {
-                            attempts: *this.attempts,
-                            kind: TimeoutKind::Deadline,
-                            reason: None,
-                            last_error: this.last_error.take(),
-                        }));
-                    }
                     if this.bulkhead.pending() {
                         // The call's permit, before its first attempt.
                         match this.bulkhead.acquire(cx.waker()) {
@@ -993,6 +962,7 @@ where
                     }
                     if delay.is_zero() {
                         this.state.as_mut().project_replace(State::Start);
+                        at_start = true;
                     } else {
                         let sleep = match now.and_then(|n| n.checked_add(delay)) {
                             Some(at) => tokio::time::sleep_until(at),
