@@ -74,6 +74,8 @@ cases!(
     success_registry_10k_map_lookup_only = "success_registry_10k/map_lookup_only",
     success_registry_10k_dashmap_lookup_only = "success_registry_10k/dashmap_lookup_only",
     success_registry_10k_safecall_lookup_only = "success_registry_10k/safecall_lookup_only",
+    success_registry_10k_safecall_with_lookup_only = "success_registry_10k/safecall_with_lookup_only",
+    success_registry_10k_safecall_with_breaker_alone = "success_registry_10k/safecall_with_breaker_alone",
     success_registry_10k_safecall = "success_registry_10k/safecall",
     success_registry_10k_recloser = "success_registry_10k/recloser",
     success_registry_10k_failsafe = "success_registry_10k/failsafe",
