@@ -585,16 +585,22 @@ where
         let mut this = self.project();
         let inner: &Inner<E> = this.inner.get();
         let s = &inner.settings;
+        let timed = s.timed;
         let mut first_now = None;
         if *this.finished {
             return Poll::Pending;
         }
+        // Set when the state is known to be `Start` (a first poll, or the
+        // state just replaced by `Start`): the round goes there without
+        // reading the state back.
+        let mut at_start = false;
         if !*this.started {
             *this.started = true;
+            at_start = true;
             if let Some(budget) = budget_of(s, this.breaker.get()) {
                 budget.deposit();
             }
-            if s.timed {
+            if timed {
                 if let Some(d) = s.deadline {
                     let now = Instant::now();
                     *this.deadline = now.checked_add(d);
@@ -602,7 +608,7 @@ where
                 }
             }
             let started = this.measure.start(s, first_now);
-            if s.timed && s.attempt_timeout.is_some() {
+            if timed && s.attempt_timeout.is_some() {
                 // The first attempt's time limit shares the metrics' reading.
                 first_now = first_now.or(started);
             }
@@ -614,9 +620,23 @@ where
             }
         }
         let _entered = this.span.as_ref().map(tracing::Span::enter);
-        // Set when the state was just replaced by `Start`: the next round
-        // goes there without reading the state back.
-        let mut at_start = false;
+        // Polls a new or running attempt without a time limit: its success
+        // ends the call, its failure is the round's value.
+        macro_rules! poll_running {
+            ($fut:expr) => {
+                match ready!($fut.poll(cx)) {
+                    Ok(value) => match this.classify_ok.classify_ok(&value) {
+                        None => {
+                            this.breaker.record(Outcome::Success);
+                            *this.finished = true;
+                            return Poll::Ready(Ok(value));
+                        }
+                        Some(class) => Failure::Value(value, class),
+                    },
+                    Err(error) => Failure::Error(error),
+                }
+            };
+        }
         loop {
             // The class of a hedged call's failure, classified in its flight.
             let mut classified = None;
@@ -629,7 +649,7 @@ where
             let failure = match proj {
                 StateProj::Start => {
                     // Without a time limit: no clock read, nothing to check.
-                    let (now, time_left) = if s.timed {
+                    let (now, time_left) = if timed {
                         let now = first_now.take().unwrap_or_else(Instant::now);
                         let time_left = this.deadline.map(|d| d.saturating_duration_since(now));
                         if time_left == Some(Duration::ZERO) {
@@ -723,27 +743,23 @@ where
                     match attempt_limit(s, now, *this.deadline) {
                         None => {
                             this.state.as_mut().project_replace(State::Running { fut });
+                            // Polled at once: the state was just written, so
+                            // no dispatch on it.
+                            match this.state.as_mut().project() {
+                                StateProj::Running { fut } => poll_running!(fut),
+                                _ => continue,
+                            }
                         }
                         Some((end, at_deadline)) => {
                             this.state.as_mut().project_replace(State::Timed {
                                 fut: tokio::time::timeout_at(end, fut),
                                 at_deadline,
                             });
+                            continue;
                         }
                     }
-                    continue;
                 }
-                StateProj::Running { fut } => match ready!(fut.poll(cx)) {
-                    Ok(value) => match this.classify_ok.classify_ok(&value) {
-                        None => {
-                            this.breaker.record(Outcome::Success);
-                            *this.finished = true;
-                            return Poll::Ready(Ok(value));
-                        }
-                        Some(class) => Failure::Value(value, class),
-                    },
-                    Err(error) => Failure::Error(error),
-                },
+                StateProj::Running { fut } => poll_running!(fut),
                 StateProj::Timed { fut, at_deadline } => match ready!(fut.poll(cx)) {
                     Ok(Ok(value)) => match this.classify_ok.classify_ok(&value) {
                         None => {
@@ -863,7 +879,7 @@ where
                 (_, Some(class)) => class,
                 (Failure::Error(error), None) => inner.classify.classify(error),
                 (Failure::Value(_, class), None) => *class,
-                (Failure::TimedOut, None) => inner.settings.timeout_class,
+                (Failure::TimedOut, None) => s.timeout_class,
             };
             this.breaker.record(breaker_outcome(class));
             let attempts = *this.attempts;
