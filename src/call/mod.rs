@@ -253,8 +253,16 @@ pin_project! {
         Hedged,
         // Resolved.
         Done,
-        // (The variants holding a timer come last: the state's drop tests
-        // them as one range.)
+        // Every state that holds a timer, behind one variant: the state's
+        // drop tests one tag and is small enough to inline, and a call that
+        // never armed a timer never calls the timer's drop.
+        Timer { #[pin] timer: Timer<Fut> },
+    }
+}
+
+pin_project! {
+    #[project = TimerProj]
+    enum Timer<Fut> {
         // Polls the attempt under its time limit; `at_deadline` when that limit
         // is the call's deadline rather than the attempt timeout.
         Timed { #[pin] fut: Timeout<Fut>, at_deadline: bool },
@@ -687,10 +695,12 @@ where
                                     (None, Some(d)) => (d, true),
                                     (None, None) => (since + FAR, false),
                                 };
-                                this.state.set(State::Queued {
-                                    sleep: tokio::time::sleep_until(end),
-                                    since,
-                                    at_deadline,
+                                this.state.set(State::Timer {
+                                    timer: Timer::Queued {
+                                        sleep: tokio::time::sleep_until(end),
+                                        since,
+                                        at_deadline,
+                                    },
                                 });
                                 continue;
                             }
@@ -751,91 +761,95 @@ where
                             }
                         }
                         Some((end, at_deadline)) => {
-                            this.state.as_mut().project_replace(State::Timed {
-                                fut: tokio::time::timeout_at(end, fut),
-                                at_deadline,
+                            this.state.as_mut().project_replace(State::Timer {
+                                timer: Timer::Timed {
+                                    fut: tokio::time::timeout_at(end, fut),
+                                    at_deadline,
+                                },
                             });
                             continue;
                         }
                     }
                 }
                 StateProj::Running { fut } => poll_running!(fut),
-                StateProj::Timed { fut, at_deadline } => match ready!(fut.poll(cx)) {
-                    Ok(Ok(value)) => match this.classify_ok.classify_ok(&value) {
-                        None => {
-                            this.breaker.record(Outcome::Success);
-                            *this.finished = true;
-                            return Poll::Ready(Ok(value));
-                        }
-                        Some(class) => Failure::Value(value, class),
-                    },
-                    Ok(Err(error)) => Failure::Error(error),
-                    Err(_elapsed) if *at_deadline => {
-                        // Cut by the deadline: evidence of a slow dependency, like
-                        // an attempt timeout.
-                        this.breaker.record(Outcome::Failure);
-                        tracing::debug!(attempts = *this.attempts, "deadline passed");
-                        this.state.as_mut().project_replace(State::Done);
-                        return Poll::Ready(Err(Error::Timeout {
-                            attempts: *this.attempts,
-                            kind: TimeoutKind::Deadline,
-                            reason: None,
-                            last_error: this.last_error.take(),
-                        }));
-                    }
-                    Err(_elapsed) => Failure::TimedOut,
-                },
-                StateProj::Waiting { sleep } => {
-                    ready!(sleep.poll(cx));
-                    this.state.set(State::Start);
-                    continue;
-                }
-                StateProj::Queued {
-                    sleep,
-                    since,
-                    at_deadline,
-                } => {
-                    let (since, at_deadline) = (*since, *at_deadline);
-                    match this.bulkhead.poll_queued(cx.waker()) {
-                        Queued::Held => {
-                            this.state.set(State::Start);
-                            continue;
-                        }
-                        Queued::Refused => {
-                            // The bulkhead's ceiling (a registry's global
-                            // limit) is full: it does not queue.
+                StateProj::Timer { timer } => match timer.project() {
+                    TimerProj::Timed { fut, at_deadline } => match ready!(fut.poll(cx)) {
+                        Ok(Ok(value)) => match this.classify_ok.classify_ok(&value) {
+                            None => {
+                                this.breaker.record(Outcome::Success);
+                                *this.finished = true;
+                                return Poll::Ready(Ok(value));
+                            }
+                            Some(class) => Failure::Value(value, class),
+                        },
+                        Ok(Err(error)) => Failure::Error(error),
+                        Err(_elapsed) if *at_deadline => {
+                            // Cut by the deadline: evidence of a slow dependency, like
+                            // an attempt timeout.
+                            this.breaker.record(Outcome::Failure);
+                            tracing::debug!(attempts = *this.attempts, "deadline passed");
                             this.state.as_mut().project_replace(State::Done);
-                            let waited = Instant::now().saturating_duration_since(since);
-                            tracing::debug!(?waited, "bulkhead ceiling full");
-                            return Poll::Ready(Err(Error::BulkheadFull {
-                                waited,
+                            return Poll::Ready(Err(Error::Timeout {
                                 attempts: *this.attempts,
+                                kind: TimeoutKind::Deadline,
+                                reason: None,
+                                last_error: this.last_error.take(),
                             }));
                         }
-                        Queued::Waiting => {}
-                    }
-                    ready!(sleep.poll(cx));
-                    if this.bulkhead.leave_queue() {
-                        // Handed a permit at the last moment: take it.
+                        Err(_elapsed) => Failure::TimedOut,
+                    },
+                    TimerProj::Waiting { sleep } => {
+                        ready!(sleep.poll(cx));
                         this.state.set(State::Start);
                         continue;
                     }
-                    this.state.as_mut().project_replace(State::Done);
-                    let attempts = *this.attempts;
-                    if at_deadline {
-                        tracing::debug!("deadline passed while queued for the bulkhead");
-                        return Poll::Ready(Err(Error::Timeout {
-                            attempts,
-                            kind: TimeoutKind::Deadline,
-                            reason: None,
-                            last_error: this.last_error.take(),
-                        }));
+                    TimerProj::Queued {
+                        sleep,
+                        since,
+                        at_deadline,
+                    } => {
+                        let (since, at_deadline) = (*since, *at_deadline);
+                        match this.bulkhead.poll_queued(cx.waker()) {
+                            Queued::Held => {
+                                this.state.set(State::Start);
+                                continue;
+                            }
+                            Queued::Refused => {
+                                // The bulkhead's ceiling (a registry's global
+                                // limit) is full: it does not queue.
+                                this.state.as_mut().project_replace(State::Done);
+                                let waited = Instant::now().saturating_duration_since(since);
+                                tracing::debug!(?waited, "bulkhead ceiling full");
+                                return Poll::Ready(Err(Error::BulkheadFull {
+                                    waited,
+                                    attempts: *this.attempts,
+                                }));
+                            }
+                            Queued::Waiting => {}
+                        }
+                        ready!(sleep.poll(cx));
+                        if this.bulkhead.leave_queue() {
+                            // Handed a permit at the last moment: take it.
+                            this.state.set(State::Start);
+                            continue;
+                        }
+                        this.state.as_mut().project_replace(State::Done);
+                        let attempts = *this.attempts;
+                        if at_deadline {
+                            tracing::debug!("deadline passed while queued for the bulkhead");
+                            return Poll::Ready(Err(Error::Timeout {
+                                attempts,
+                                kind: TimeoutKind::Deadline,
+                                reason: None,
+                                last_error: this.last_error.take(),
+                            }));
+                        }
+                        let waited = Instant::now().saturating_duration_since(since);
+                        tracing::debug!(?waited, "bulkhead full");
+                        measure::event(s, CallEvent::BulkheadRejected);
+                        return Poll::Ready(Err(Error::BulkheadFull { waited, attempts }));
                     }
-                    let waited = Instant::now().saturating_duration_since(since);
-                    tracing::debug!(?waited, "bulkhead full");
-                    measure::event(s, CallEvent::BulkheadRejected);
-                    return Poll::Ready(Err(Error::BulkheadFull { waited, attempts }));
-                }
+                },
                 StateProj::Hedged => {
                     let (Some(hedge), Some(flight)) =
                         (this.hedge.hedge(), G::flight(this.flight.as_mut()))
@@ -984,7 +998,9 @@ where
                             Some(at) => tokio::time::sleep_until(at),
                             None => tokio::time::sleep(delay),
                         };
-                        this.state.set(State::Waiting { sleep });
+                        this.state.set(State::Timer {
+                            timer: Timer::Waiting { sleep },
+                        });
                     }
                 }
             }
