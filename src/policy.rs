@@ -79,6 +79,10 @@ pub(crate) struct Settings {
     /// Whether a call has a time limit (a deadline or an attempt timeout),
     /// hence reads the clock: one test on the hot path instead of two.
     pub(crate) timed: bool,
+    /// Whether a call needs nothing of the policy before its first attempt
+    /// but the budget's deposit: no time limit and no metrics. Such a call
+    /// makes its first attempt on a quick path.
+    pub(crate) plain: bool,
     /// Whether every delay of the backoff is zero: the retry decision then
     /// needs neither the schedule nor a random draw.
     pub(crate) zero_delay: bool,
@@ -466,6 +470,11 @@ impl<E> SafeCallBuilder<E> {
 
     fn build_unchecked(self) -> SafeCall<E> {
         let seed = self.seed.unwrap_or_else(random_seed);
+        let timed = self.deadline.is_some() || self.attempt_timeout.is_some();
+        #[cfg(feature = "metrics")]
+        let metrics = self.metrics;
+        #[cfg(not(feature = "metrics"))]
+        let metrics = false;
         SafeCall {
             inner: Arc::new(Inner {
                 settings: Settings {
@@ -473,7 +482,8 @@ impl<E> SafeCallBuilder<E> {
                     backoff: self.backoff,
                     attempt_timeout: self.attempt_timeout,
                     deadline: self.deadline,
-                    timed: self.deadline.is_some() || self.attempt_timeout.is_some(),
+                    timed,
+                    plain: !timed && !metrics,
                     zero_delay: self.backoff.is_zero(),
                     max_retry_after: self.max_retry_after,
                     timeout_class: self.timeout_class,

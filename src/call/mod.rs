@@ -602,12 +602,80 @@ where
         // state just replaced by `Start`): the round goes there without
         // reading the state back.
         let mut at_start = false;
+        // Polls a new or running attempt without a time limit: its success
+        // ends the call, its failure is the round's value.
+        macro_rules! poll_running {
+            ($fut:expr) => {
+                match ready!($fut.poll(cx)) {
+                    Ok(value) => match this.classify_ok.classify_ok(&value) {
+                        None => {
+                            this.breaker.record(Outcome::Success);
+                            *this.finished = true;
+                            return Poll::Ready(Ok(value));
+                        }
+                        Some(class) => Failure::Value(value, class),
+                    },
+                    Err(error) => Failure::Error(error),
+                }
+            };
+        }
+        // Ends the call refused by its breaker.
+        macro_rules! refused {
+            ($refused:expr) => {{
+                let refused = $refused;
+                tracing::debug!(attempts = *this.attempts, retry_in = ?refused.retry_in(), cause = %refused.cause(), "circuit open");
+                measure::event(s, CallEvent::Rejected);
+                this.state.as_mut().project_replace(State::Done);
+                return Poll::Ready(Err(Error::CircuitOpen {
+                    retry_in: refused.retry_in(),
+                    cause: refused.cause(),
+                    attempts: *this.attempts,
+                    last_error: this.last_error.take(),
+                }));
+            }};
+        }
+        // The failure of the attempt made by the quick first poll.
+        let mut first_failure = None;
         if !*this.started {
             *this.started = true;
-            at_start = true;
             if let Some(budget) = budget_of(s, this.breaker.get()) {
                 budget.deposit();
             }
+            // The quick first poll: a policy without a time limit or
+            // metrics, a call without a bulkhead or a hedge (both known from
+            // its type), and no subscriber at DEBUG (so none at TRACE
+            // either: the call has no span and the attempt no event). The
+            // first attempt is made and polled at once; what the general
+            // path would do on top is nothing for such a call.
+            if s.plain
+                && !this.bulkhead.pending()
+                && this.hedge.hedge().is_none()
+                && !tracing::level_enabled!(tracing::Level::DEBUG)
+            {
+                let admission = this
+                    .breaker
+                    .get()
+                    .map(|b| b.try_acquire().map(Permit::into_raw));
+                match admission {
+                    None => {}
+                    Some(Ok(raw)) => this.breaker.hold(raw),
+                    Some(Err(refused)) => refused!(refused),
+                }
+                *this.attempts = 1;
+                let fut = this.op.make(Attempt {
+                    number: 1,
+                    time_left: None,
+                });
+                this.state.as_mut().project_replace(State::Running { fut });
+                if let StateProj::Running { fut } = this.state.as_mut().project() {
+                    first_failure = Some(poll_running!(fut));
+                }
+                // (Otherwise, which cannot be, the loop polls the state.)
+            } else {
+                at_start = true;
+            }
+        }
+        if at_start {
             if timed {
                 if let Some(d) = s.deadline {
                     let now = Instant::now();
@@ -628,263 +696,246 @@ where
             }
         }
         let _entered = this.span.as_ref().map(tracing::Span::enter);
-        // Polls a new or running attempt without a time limit: its success
-        // ends the call, its failure is the round's value.
-        macro_rules! poll_running {
-            ($fut:expr) => {
-                match ready!($fut.poll(cx)) {
-                    Ok(value) => match this.classify_ok.classify_ok(&value) {
-                        None => {
-                            this.breaker.record(Outcome::Success);
-                            *this.finished = true;
-                            return Poll::Ready(Ok(value));
-                        }
-                        Some(class) => Failure::Value(value, class),
-                    },
-                    Err(error) => Failure::Error(error),
-                }
-            };
-        }
         loop {
             // The class of a hedged call's failure, classified in its flight.
             let mut classified = None;
-            let proj = if at_start {
-                at_start = false;
-                StateProj::Start
-            } else {
-                this.state.as_mut().project()
-            };
-            let failure = match proj {
-                StateProj::Start => {
-                    // Without a time limit: no clock read, nothing to check.
-                    let (now, time_left) = if timed {
-                        let now = first_now.take().unwrap_or_else(Instant::now);
-                        let time_left = this.deadline.map(|d| d.saturating_duration_since(now));
-                        if time_left == Some(Duration::ZERO) {
-                            this.state.as_mut().project_replace(State::Done);
-                            return Poll::Ready(Err(Error::Timeout {
-                                attempts: *this.attempts,
-                                kind: TimeoutKind::Deadline,
-                                reason: None,
-                                last_error: this.last_error.take(),
-                            }));
-                        }
-                        (Some(now), time_left)
+            let failure = match first_failure.take() {
+                // The quick first poll's attempt failed.
+                Some(failure) => failure,
+                None => {
+                    let proj = if at_start {
+                        at_start = false;
+                        StateProj::Start
                     } else {
-                        (None, None)
+                        this.state.as_mut().project()
                     };
-                    if this.bulkhead.pending() {
-                        // The call's permit, before its first attempt.
-                        match this.bulkhead.acquire(cx.waker()) {
-                            Acquired::Held => {}
-                            Acquired::Refused => {
-                                tracing::debug!("bulkhead full");
-                                measure::event(s, CallEvent::BulkheadRejected);
-                                this.state.as_mut().project_replace(State::Done);
-                                return Poll::Ready(Err(Error::BulkheadFull {
-                                    waited: Duration::ZERO,
-                                    attempts: *this.attempts,
-                                }));
+                    match proj {
+                        StateProj::Start => {
+                            // Without a time limit: no clock read, nothing to check.
+                            let (now, time_left) = if timed {
+                                let now = first_now.take().unwrap_or_else(Instant::now);
+                                let time_left =
+                                    this.deadline.map(|d| d.saturating_duration_since(now));
+                                if time_left == Some(Duration::ZERO) {
+                                    this.state.as_mut().project_replace(State::Done);
+                                    return Poll::Ready(Err(Error::Timeout {
+                                        attempts: *this.attempts,
+                                        kind: TimeoutKind::Deadline,
+                                        reason: None,
+                                        last_error: this.last_error.take(),
+                                    }));
+                                }
+                                (Some(now), time_left)
+                            } else {
+                                (None, None)
+                            };
+                            if this.bulkhead.pending() {
+                                // The call's permit, before its first attempt.
+                                match this.bulkhead.acquire(cx.waker()) {
+                                    Acquired::Held => {}
+                                    Acquired::Refused => {
+                                        tracing::debug!("bulkhead full");
+                                        measure::event(s, CallEvent::BulkheadRejected);
+                                        this.state.as_mut().project_replace(State::Done);
+                                        return Poll::Ready(Err(Error::BulkheadFull {
+                                            waited: Duration::ZERO,
+                                            attempts: *this.attempts,
+                                        }));
+                                    }
+                                    Acquired::Queued { max_wait } => {
+                                        let since = now.unwrap_or_else(Instant::now);
+                                        let own = since.checked_add(max_wait);
+                                        let (end, at_deadline) = match (own, *this.deadline) {
+                                            (Some(own), Some(d)) if d <= own => (d, true),
+                                            (Some(own), _) => (own, false),
+                                            (None, Some(d)) => (d, true),
+                                            (None, None) => (since + FAR, false),
+                                        };
+                                        this.state.set(State::Timer {
+                                            timer: Timer::Queued {
+                                                sleep: tokio::time::sleep_until(end),
+                                                since,
+                                                at_deadline,
+                                            },
+                                        });
+                                        continue;
+                                    }
+                                }
                             }
-                            Acquired::Queued { max_wait } => {
-                                let since = now.unwrap_or_else(Instant::now);
-                                let own = since.checked_add(max_wait);
-                                let (end, at_deadline) = match (own, *this.deadline) {
-                                    (Some(own), Some(d)) if d <= own => (d, true),
-                                    (Some(own), _) => (own, false),
-                                    (None, Some(d)) => (d, true),
-                                    (None, None) => (since + FAR, false),
-                                };
-                                this.state.set(State::Timer {
-                                    timer: Timer::Queued {
-                                        sleep: tokio::time::sleep_until(end),
-                                        since,
-                                        at_deadline,
-                                    },
-                                });
+                            let admission = this
+                                .breaker
+                                .get()
+                                .map(|b| b.try_acquire().map(Permit::into_raw));
+                            if let Some(admission) = admission {
+                                match admission {
+                                    Ok(raw) => this.breaker.hold(raw),
+                                    Err(refused) => refused!(refused),
+                                }
+                            }
+                            *this.attempts += 1;
+                            tracing::trace!(attempt = *this.attempts, ?time_left, "attempt");
+                            let fut = this.op.make(Attempt {
+                                number: *this.attempts,
+                                time_left,
+                            });
+                            if let (Some(hedge), Some(flight)) =
+                                (this.hedge.hedge(), G::flight(this.flight.as_mut()))
+                            {
+                                // A hedged call: the round's first attempt, and the
+                                // hedges beside it, run in the flight.
+                                let limit = attempt_limit(s, now, *this.deadline);
+                                let probe = this
+                                    .breaker
+                                    .parts()
+                                    .1
+                                    .as_ref()
+                                    .is_some_and(RawPermit::is_probe);
+                                flight.first(fut, limit, probe, hedge, now, *this.attempts);
+                                this.state.as_mut().project_replace(State::Hedged);
                                 continue;
                             }
-                        }
-                    }
-                    let admission = this
-                        .breaker
-                        .get()
-                        .map(|b| b.try_acquire().map(Permit::into_raw));
-                    if let Some(admission) = admission {
-                        match admission {
-                            Ok(raw) => this.breaker.hold(raw),
-                            Err(refused) => {
-                                tracing::debug!(attempts = *this.attempts, retry_in = ?refused.retry_in(), cause = %refused.cause(), "circuit open");
-                                measure::event(s, CallEvent::Rejected);
-                                this.state.as_mut().project_replace(State::Done);
-                                return Poll::Ready(Err(Error::CircuitOpen {
-                                    retry_in: refused.retry_in(),
-                                    cause: refused.cause(),
-                                    attempts: *this.attempts,
-                                    last_error: this.last_error.take(),
-                                }));
+                            // `project_replace`, not `set`: the state is `Start`,
+                            // which needs no drop (saves the generic drop glue's call).
+                            match attempt_limit(s, now, *this.deadline) {
+                                None => {
+                                    this.state.as_mut().project_replace(State::Running { fut });
+                                    // Polled at once: the state was just written, so
+                                    // no dispatch on it.
+                                    match this.state.as_mut().project() {
+                                        StateProj::Running { fut } => poll_running!(fut),
+                                        _ => continue,
+                                    }
+                                }
+                                Some((end, at_deadline)) => {
+                                    this.state.as_mut().project_replace(State::Timer {
+                                        timer: Timer::Timed {
+                                            fut: tokio::time::timeout_at(end, fut),
+                                            at_deadline,
+                                        },
+                                    });
+                                    continue;
+                                }
                             }
                         }
-                    }
-                    *this.attempts += 1;
-                    tracing::trace!(attempt = *this.attempts, ?time_left, "attempt");
-                    let fut = this.op.make(Attempt {
-                        number: *this.attempts,
-                        time_left,
-                    });
-                    if let (Some(hedge), Some(flight)) =
-                        (this.hedge.hedge(), G::flight(this.flight.as_mut()))
-                    {
-                        // A hedged call: the round's first attempt, and the
-                        // hedges beside it, run in the flight.
-                        let limit = attempt_limit(s, now, *this.deadline);
-                        let probe = this
-                            .breaker
-                            .parts()
-                            .1
-                            .as_ref()
-                            .is_some_and(RawPermit::is_probe);
-                        flight.first(fut, limit, probe, hedge, now, *this.attempts);
-                        this.state.as_mut().project_replace(State::Hedged);
-                        continue;
-                    }
-                    // `project_replace`, not `set`: the state is `Start`,
-                    // which needs no drop (saves the generic drop glue's call).
-                    match attempt_limit(s, now, *this.deadline) {
-                        None => {
-                            this.state.as_mut().project_replace(State::Running { fut });
-                            // Polled at once: the state was just written, so
-                            // no dispatch on it.
-                            match this.state.as_mut().project() {
-                                StateProj::Running { fut } => poll_running!(fut),
-                                _ => continue,
-                            }
-                        }
-                        Some((end, at_deadline)) => {
-                            this.state.as_mut().project_replace(State::Timer {
-                                timer: Timer::Timed {
-                                    fut: tokio::time::timeout_at(end, fut),
-                                    at_deadline,
+                        StateProj::Running { fut } => poll_running!(fut),
+                        StateProj::Timer { timer } => match timer.project() {
+                            TimerProj::Timed { fut, at_deadline } => match ready!(fut.poll(cx)) {
+                                Ok(Ok(value)) => match this.classify_ok.classify_ok(&value) {
+                                    None => {
+                                        this.breaker.record(Outcome::Success);
+                                        *this.finished = true;
+                                        return Poll::Ready(Ok(value));
+                                    }
+                                    Some(class) => Failure::Value(value, class),
                                 },
-                            });
-                            continue;
-                        }
-                    }
-                }
-                StateProj::Running { fut } => poll_running!(fut),
-                StateProj::Timer { timer } => match timer.project() {
-                    TimerProj::Timed { fut, at_deadline } => match ready!(fut.poll(cx)) {
-                        Ok(Ok(value)) => match this.classify_ok.classify_ok(&value) {
-                            None => {
-                                this.breaker.record(Outcome::Success);
-                                *this.finished = true;
-                                return Poll::Ready(Ok(value));
-                            }
-                            Some(class) => Failure::Value(value, class),
-                        },
-                        Ok(Err(error)) => Failure::Error(error),
-                        Err(_elapsed) if *at_deadline => {
-                            // Cut by the deadline: evidence of a slow dependency, like
-                            // an attempt timeout.
-                            this.breaker.record(Outcome::Failure);
-                            tracing::debug!(attempts = *this.attempts, "deadline passed");
-                            this.state.as_mut().project_replace(State::Done);
-                            return Poll::Ready(Err(Error::Timeout {
-                                attempts: *this.attempts,
-                                kind: TimeoutKind::Deadline,
-                                reason: None,
-                                last_error: this.last_error.take(),
-                            }));
-                        }
-                        Err(_elapsed) => Failure::TimedOut,
-                    },
-                    TimerProj::Waiting { sleep } => {
-                        ready!(sleep.poll(cx));
-                        this.state.set(State::Start);
-                        continue;
-                    }
-                    TimerProj::Queued {
-                        sleep,
-                        since,
-                        at_deadline,
-                    } => {
-                        let (since, at_deadline) = (*since, *at_deadline);
-                        match this.bulkhead.poll_queued(cx.waker()) {
-                            Queued::Held => {
+                                Ok(Err(error)) => Failure::Error(error),
+                                Err(_elapsed) if *at_deadline => {
+                                    // Cut by the deadline: evidence of a slow dependency, like
+                                    // an attempt timeout.
+                                    this.breaker.record(Outcome::Failure);
+                                    tracing::debug!(attempts = *this.attempts, "deadline passed");
+                                    this.state.as_mut().project_replace(State::Done);
+                                    return Poll::Ready(Err(Error::Timeout {
+                                        attempts: *this.attempts,
+                                        kind: TimeoutKind::Deadline,
+                                        reason: None,
+                                        last_error: this.last_error.take(),
+                                    }));
+                                }
+                                Err(_elapsed) => Failure::TimedOut,
+                            },
+                            TimerProj::Waiting { sleep } => {
+                                ready!(sleep.poll(cx));
                                 this.state.set(State::Start);
                                 continue;
                             }
-                            Queued::Refused => {
-                                // The bulkhead's ceiling (a registry's global
-                                // limit) is full: it does not queue.
+                            TimerProj::Queued {
+                                sleep,
+                                since,
+                                at_deadline,
+                            } => {
+                                let (since, at_deadline) = (*since, *at_deadline);
+                                match this.bulkhead.poll_queued(cx.waker()) {
+                                    Queued::Held => {
+                                        this.state.set(State::Start);
+                                        continue;
+                                    }
+                                    Queued::Refused => {
+                                        // The bulkhead's ceiling (a registry's global
+                                        // limit) is full: it does not queue.
+                                        this.state.as_mut().project_replace(State::Done);
+                                        let waited =
+                                            Instant::now().saturating_duration_since(since);
+                                        tracing::debug!(?waited, "bulkhead ceiling full");
+                                        return Poll::Ready(Err(Error::BulkheadFull {
+                                            waited,
+                                            attempts: *this.attempts,
+                                        }));
+                                    }
+                                    Queued::Waiting => {}
+                                }
+                                ready!(sleep.poll(cx));
+                                if this.bulkhead.leave_queue() {
+                                    // Handed a permit at the last moment: take it.
+                                    this.state.set(State::Start);
+                                    continue;
+                                }
                                 this.state.as_mut().project_replace(State::Done);
+                                let attempts = *this.attempts;
+                                if at_deadline {
+                                    tracing::debug!(
+                                        "deadline passed while queued for the bulkhead"
+                                    );
+                                    return Poll::Ready(Err(Error::Timeout {
+                                        attempts,
+                                        kind: TimeoutKind::Deadline,
+                                        reason: None,
+                                        last_error: this.last_error.take(),
+                                    }));
+                                }
                                 let waited = Instant::now().saturating_duration_since(since);
-                                tracing::debug!(?waited, "bulkhead ceiling full");
-                                return Poll::Ready(Err(Error::BulkheadFull {
-                                    waited,
-                                    attempts: *this.attempts,
-                                }));
+                                tracing::debug!(?waited, "bulkhead full");
+                                measure::event(s, CallEvent::BulkheadRejected);
+                                return Poll::Ready(Err(Error::BulkheadFull { waited, attempts }));
                             }
-                            Queued::Waiting => {}
+                        },
+                        StateProj::Hedged => {
+                            let (Some(hedge), Some(flight)) =
+                                (this.hedge.hedge(), G::flight(this.flight.as_mut()))
+                            else {
+                                this.state.as_mut().project_replace(State::Done);
+                                return Poll::Pending;
+                            };
+                            let (breaker, first_permit) = this.breaker.parts();
+                            let mut ctx = flight::Ctx {
+                                inner,
+                                op: &mut *this.op,
+                                classify_ok: &*this.classify_ok,
+                                breaker,
+                                first_permit,
+                                hedge,
+                                attempts: &mut *this.attempts,
+                                deadline: *this.deadline,
+                                last_error: &mut *this.last_error,
+                            };
+                            match ready!(flight.poll_round(cx, &mut ctx)) {
+                                flight::Landed::Won(value) => {
+                                    this.state.as_mut().project_replace(State::Done);
+                                    return Poll::Ready(Ok(value));
+                                }
+                                flight::Landed::Ended(result) => {
+                                    this.state.as_mut().project_replace(State::Done);
+                                    return Poll::Ready(result);
+                                }
+                                flight::Landed::Failed(failure, class) => {
+                                    classified = Some(class);
+                                    failure
+                                }
+                            }
                         }
-                        ready!(sleep.poll(cx));
-                        if this.bulkhead.leave_queue() {
-                            // Handed a permit at the last moment: take it.
-                            this.state.set(State::Start);
-                            continue;
-                        }
-                        this.state.as_mut().project_replace(State::Done);
-                        let attempts = *this.attempts;
-                        if at_deadline {
-                            tracing::debug!("deadline passed while queued for the bulkhead");
-                            return Poll::Ready(Err(Error::Timeout {
-                                attempts,
-                                kind: TimeoutKind::Deadline,
-                                reason: None,
-                                last_error: this.last_error.take(),
-                            }));
-                        }
-                        let waited = Instant::now().saturating_duration_since(since);
-                        tracing::debug!(?waited, "bulkhead full");
-                        measure::event(s, CallEvent::BulkheadRejected);
-                        return Poll::Ready(Err(Error::BulkheadFull { waited, attempts }));
-                    }
-                },
-                StateProj::Hedged => {
-                    let (Some(hedge), Some(flight)) =
-                        (this.hedge.hedge(), G::flight(this.flight.as_mut()))
-                    else {
-                        this.state.as_mut().project_replace(State::Done);
-                        return Poll::Pending;
-                    };
-                    let (breaker, first_permit) = this.breaker.parts();
-                    let mut ctx = flight::Ctx {
-                        inner,
-                        op: &mut *this.op,
-                        classify_ok: &*this.classify_ok,
-                        breaker,
-                        first_permit,
-                        hedge,
-                        attempts: &mut *this.attempts,
-                        deadline: *this.deadline,
-                        last_error: &mut *this.last_error,
-                    };
-                    match ready!(flight.poll_round(cx, &mut ctx)) {
-                        flight::Landed::Won(value) => {
-                            this.state.as_mut().project_replace(State::Done);
-                            return Poll::Ready(Ok(value));
-                        }
-                        flight::Landed::Ended(result) => {
-                            this.state.as_mut().project_replace(State::Done);
-                            return Poll::Ready(result);
-                        }
-                        flight::Landed::Failed(failure, class) => {
-                            classified = Some(class);
-                            failure
-                        }
+                        StateProj::Done => return Poll::Pending,
                     }
                 }
-                StateProj::Done => return Poll::Pending,
             };
 
             // The attempt failed: with the operation's error, with a value
