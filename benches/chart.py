@@ -119,7 +119,7 @@ def svg(data):
             y += bar_h + 4
             continue
         colour = "#d9534f" if name.startswith("safecall") else (
-            "#999" if name in ("bare_call", "map_lookup_only", "dashmap_lookup_only") or name.startswith("clock") else "#5b8fd9")
+            "#999" if name in ("bare_call", "map_lookup_only", "rwlock_map_lookup_only", "dashmap_lookup_only") or name.startswith("clock") else "#5b8fd9")
         out.append(f"<text x='{label_w - 8}' y='{y + bar_h - 4}' text-anchor='end'>{html.escape(name)}</text>")
         out.append(f"<rect x='{label_w}' y='{y}' width='{max(x(ns) - label_w, 1):.1f}' height='{bar_h}' fill='{colour}'/>")
         out.append(f"<text x='{x(ns) + 4:.1f}' y='{y + bar_h - 4}' fill='#333'>{fmt_ns(ns)}</text>")

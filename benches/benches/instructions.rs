@@ -72,6 +72,7 @@ cases!(
 cases!(
     success_registry_10k_group:
     success_registry_10k_map_lookup_only = "success_registry_10k/map_lookup_only",
+    success_registry_10k_rwlock_map_lookup_only = "success_registry_10k/rwlock_map_lookup_only",
     success_registry_10k_dashmap_lookup_only = "success_registry_10k/dashmap_lookup_only",
     success_registry_10k_safecall_lookup_only = "success_registry_10k/safecall_lookup_only",
     success_registry_10k_safecall_with_lookup_only = "success_registry_10k/safecall_with_lookup_only",

@@ -64,6 +64,7 @@ pub const CASES: &[&str] = &[
     "success_breaker/tower_resilience",
     "success_breaker/seatbelt",
     "success_registry_10k/map_lookup_only",
+    "success_registry_10k/rwlock_map_lookup_only",
     "success_registry_10k/dashmap_lookup_only",
     "success_registry_10k/safecall_lookup_only",
     "success_registry_10k/safecall_with_lookup_only",
@@ -293,6 +294,13 @@ fn success_registry(function: &str) -> Option<Calls> {
         "map_lookup_only" => {
             let bare: HashMap<String, u64> = names.iter().cloned().zip(0..).collect();
             calls!(|i| black_box(bare.get(k(i)).copied()).is_some())
+        }
+        "rwlock_map_lookup_only" => {
+            // DESIGN.md's anchor: a bare `RwLock<HashMap>`, read-locked per
+            // lookup (a poisoned lock counts as a miss).
+            let locked: std::sync::RwLock<HashMap<String, u64>> =
+                std::sync::RwLock::new(names.iter().cloned().zip(0..).collect());
+            calls!(|i| black_box(locked.read().ok().and_then(|m| m.get(k(i)).copied())).is_some())
         }
         "dashmap_lookup_only" => {
             let d: dashmap::DashMap<String, recloser::AsyncRecloser> = names

@@ -161,8 +161,7 @@ where
         let shard = &self.s.shards[self.shard_of(h)];
         {
             let g = read(shard);
-            if let Some(b) = g.find(h, key) {
-                touch(b);
+            if let Some(b) = g.find_then(h, key, touch) {
                 return f(b);
             }
         }

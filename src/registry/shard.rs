@@ -21,7 +21,9 @@ pub(super) fn hash_of(b: &Breaker) -> u64 {
 /// the breakers a `Shard<K>` holds: it stores only `Inner<K>`).
 #[inline(always)]
 pub(super) fn key_of<K: 'static>(b: &Breaker) -> Option<&K> {
-    b.0.key.as_any().downcast_ref()
+    // Upcast (`Any` is a supertrait of `KeyLabel`): no call to `as_any`.
+    let key: &dyn std::any::Any = &b.0.key;
+    key.downcast_ref()
 }
 
 pub(super) struct Shard<K> {
@@ -91,15 +93,30 @@ impl<K: 'static> Shard<K> {
         K: Borrow<Q>,
         Q: ?Sized + Eq,
     {
-        let is_key = |b: &Breaker| key_of::<K>(b).is_some_and(|k| k.borrow() == key);
-        match self.map.find(h, |b| hash_of(b) == h && is_key(b)) {
+        self.find_then(h, key, |_| ())
+    }
+
+    /// [`find`](Self::find), running `hit` on the breaker found before it
+    /// is returned: from inside the probe, where the breaker's address is
+    /// already at hand (a lookup marks its use there).
+    #[inline(always)]
+    pub(super) fn find_then<Q>(&self, h: u64, key: &Q, hit: impl Fn(&Breaker)) -> Option<&Breaker>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Eq,
+    {
+        let is_key = |b: &Breaker| {
+            let found = hash_of(b) == h && key_of::<K>(b).is_some_and(|k| k.borrow() == key);
+            if found {
+                hit(b);
+            }
+            found
+        };
+        match self.map.find(h, is_key) {
             Some(b) => Some(b),
             // A shortcut only: searching an empty list also finds nothing.
             None if self.collisions.is_empty() => None,
-            None => self
-                .collisions
-                .iter()
-                .find(|b| hash_of(b) == h && is_key(b)),
+            None => self.collisions.iter().find(|b| is_key(b)),
         }
     }
 
