@@ -77,10 +77,8 @@ pub(super) fn generation_of(w: u64) -> u32 {
 }
 
 /// What a breaker knows of its key: enough to name it in events, and to hand
-/// it to a listener as the registry's own key type. `Any` is a supertrait so
-/// that a registry's lookup can upcast the key to `&dyn Any` without a call
-/// (one virtual call, `type_id`, is left in `downcast_ref`).
-pub(crate) trait KeyLabel: std::any::Any + Send + Sync {
+/// it to a listener as the registry's own key type.
+pub(crate) trait KeyLabel: Send + Sync + 'static {
     fn label(&self) -> &dyn fmt::Debug;
     fn as_any(&self) -> &dyn std::any::Any;
 }
