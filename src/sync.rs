@@ -25,3 +25,24 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// Runs a loom model exhaustively (no preemption bound) and checks that loom
+/// explored more than one interleaving: one alone means the code under test
+/// does not go through this facade.
+#[cfg(all(test, safecall_loom))]
+pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = None;
+    let before = RUNS.load(std::sync::atomic::Ordering::Relaxed);
+    b.check(move || {
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f();
+    });
+    let runs = RUNS.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(
+        runs > 1,
+        "loom explored {runs} interleaving(s): is the sync facade in use?"
+    );
+    eprintln!("loom explored {runs} interleavings");
+}

@@ -48,10 +48,8 @@
 //! # }
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::breaker::config::RateRule;
-use crate::sync::{AtomicU32, Mutex, lock};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, lock};
 
 const FIELD_BITS: u32 = 20;
 const FIELD_MAX: u64 = (1 << FIELD_BITS) - 1;
@@ -444,7 +442,10 @@ impl CountWindow {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, safecall_loom))]
+mod loom_model;
+
+#[cfg(all(test, not(safecall_loom)))]
 mod tests {
     use super::*;
 

@@ -12,25 +12,9 @@ use loom::sync::Arc;
 use loom::thread;
 
 use super::*;
+use crate::sync::model;
 
 const WINDOW: Duration = Duration::from_secs(10);
-
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let mut b = loom::model::Builder::new();
-    b.preemption_bound = None;
-    let before = RUNS.load(std::sync::atomic::Ordering::Relaxed);
-    b.check(move || {
-        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f();
-    });
-    let runs = RUNS.load(std::sync::atomic::Ordering::Relaxed) - before;
-    assert!(
-        runs > 1,
-        "loom explored {runs} interleaving(s): is the sync facade in use?"
-    );
-    eprintln!("loom explored {runs} interleavings");
-}
 
 fn count(t: &LatencyTracker, latency: Duration, epoch: u64) -> u64 {
     t.half(epoch)
