@@ -632,11 +632,7 @@ fn new_panics_on_a_config_try_new_refuses() {
 
 #[test]
 fn many_threads_racing_into_half_open_admit_exactly_half_open_probes() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = support::paused_runtime();
     for round in 0..20 {
         let b = rt.block_on(async {
             let b = Breaker::new(cons(1).half_open_probes(3).successes_to_close(10));

@@ -263,11 +263,7 @@ impl Drop for Out {
 #[test]
 fn the_limit_holds_under_any_interleaving() {
     for seed in 0..40u64 {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = support::paused_runtime();
         rt.block_on(async move {
             let mut rng = Rng(seed);
             let limit = rng.below(1, 4) as u32;
@@ -491,11 +487,7 @@ mod registry {
     #[test]
     fn key_and_global_limits_hold_under_any_interleaving() {
         for seed in 0..30u64 {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .unwrap();
+            let rt = support::paused_runtime();
             rt.block_on(async move {
                 let mut rng = Rng(seed ^ 0x5EED);
                 let per_key = rng.below(1, 4) as u32;

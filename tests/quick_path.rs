@@ -101,11 +101,7 @@ fn classify(e: &TestError) -> ErrorClass {
 /// What one run of a scenario shows: per call, its result, its attempts'
 /// start times (from the call's start) and its length; then the breaker.
 fn run(c: &Config, scripts: &[Vec<(Out, u64)>]) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = support::paused_runtime();
     rt.block_on(async {
         let backoff = match c.base_ms {
             // Retries at once: the retry decided inline.

@@ -282,11 +282,7 @@ fn new_panics_on_a_config_try_new_refuses() {
 
 #[test]
 fn concurrent_first_gets_of_one_key_create_one_breaker() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = support::paused_runtime();
     for _ in 0..50 {
         let r: BreakerRegistry<String> = BreakerRegistry::new(cfg());
         let barrier = std::sync::Barrier::new(8);
@@ -563,11 +559,7 @@ async fn breakers_holding_failures_past_their_ttl_go_before_those_within_it() {
 
 #[test]
 fn threads_flooding_a_full_registry_keep_the_cap_and_one_breaker_per_key() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = support::paused_runtime();
     let _g = rt.enter();
     let r: BreakerRegistry<u32> = BreakerRegistry::new(cfg()).max_keys(512);
     // A quarter of the first keys open: they must all stay.

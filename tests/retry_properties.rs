@@ -90,11 +90,7 @@ proptest! {
 
     #[test]
     fn the_retry_loop_keeps_its_bounds(c in config(), outs in proptest::collection::vec(out(), 1..10)) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = support::paused_runtime();
         rt.block_on(async {
             let mut builder = SafeCall::<TestError>::builder()
                 .max_retries(c.max_retries)

@@ -619,6 +619,18 @@ where
                 }
             };
         }
+        // Ends the call at its deadline (with the last error retried, if any).
+        macro_rules! deadline_passed {
+            () => {{
+                this.state.as_mut().project_replace(State::Done);
+                return Poll::Ready(Err(Error::Timeout {
+                    attempts: *this.attempts,
+                    kind: TimeoutKind::Deadline,
+                    reason: None,
+                    last_error: this.last_error.take(),
+                }));
+            }};
+        }
         // Ends the call refused by its breaker.
         macro_rules! refused {
             ($refused:expr) => {{
@@ -717,13 +729,7 @@ where
                                 let time_left =
                                     this.deadline.map(|d| d.saturating_duration_since(now));
                                 if time_left == Some(Duration::ZERO) {
-                                    this.state.as_mut().project_replace(State::Done);
-                                    return Poll::Ready(Err(Error::Timeout {
-                                        attempts: *this.attempts,
-                                        kind: TimeoutKind::Deadline,
-                                        reason: None,
-                                        last_error: this.last_error.take(),
-                                    }));
+                                    deadline_passed!();
                                 }
                                 (Some(now), time_left)
                             } else {
@@ -834,13 +840,7 @@ where
                                     // an attempt timeout.
                                     this.breaker.record(Outcome::Failure);
                                     tracing::debug!(attempts = *this.attempts, "deadline passed");
-                                    this.state.as_mut().project_replace(State::Done);
-                                    return Poll::Ready(Err(Error::Timeout {
-                                        attempts: *this.attempts,
-                                        kind: TimeoutKind::Deadline,
-                                        reason: None,
-                                        last_error: this.last_error.take(),
-                                    }));
+                                    deadline_passed!();
                                 }
                                 Err(_elapsed) => Failure::TimedOut,
                             },
@@ -886,12 +886,7 @@ where
                                     tracing::debug!(
                                         "deadline passed while queued for the bulkhead"
                                     );
-                                    return Poll::Ready(Err(Error::Timeout {
-                                        attempts,
-                                        kind: TimeoutKind::Deadline,
-                                        reason: None,
-                                        last_error: this.last_error.take(),
-                                    }));
+                                    deadline_passed!();
                                 }
                                 let waited = Instant::now().saturating_duration_since(since);
                                 tracing::debug!(?waited, "bulkhead full");

@@ -84,3 +84,13 @@ pub fn capture_logs(level: tracing::Level) -> (impl tracing::Subscriber, Logs) {
         .finish();
     (subscriber, logs)
 }
+
+/// A current-thread runtime with the time driver, its clock paused: for the
+/// tests that build a runtime per case (property tests).
+pub fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
