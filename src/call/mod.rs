@@ -66,6 +66,42 @@ macro_rules! remake {
     }};
 }
 
+/// Polls a new or running attempt without a time limit: its success ends
+/// the call, its failure is the value. (Inside the call's poll: `$this` is
+/// its projection.)
+macro_rules! poll_running {
+    ($this:ident, $cx:ident, $fut:expr) => {
+        match ready!($fut.poll($cx)) {
+            Ok(value) => match $this.classify_ok.classify_ok(&value) {
+                None => {
+                    $this.breaker.record(Outcome::Success);
+                    *$this.finished = true;
+                    return Poll::Ready(Ok(value));
+                }
+                Some(class) => Failure::Value(value, class),
+            },
+            Err(error) => Failure::Error(error),
+        }
+    };
+}
+
+/// Ends the call refused by its breaker. (Inside the call's poll: `$this` is
+/// its projection, `$s` the policy's settings.)
+macro_rules! refused {
+    ($this:ident, $s:ident, $refused:expr) => {{
+        let refused = $refused;
+        tracing::debug!(attempts = *$this.attempts, retry_in = ?refused.retry_in(), cause = %refused.cause(), "circuit open");
+        measure::event($s, CallEvent::Rejected);
+        $this.state.as_mut().project_replace(State::Done);
+        return Poll::Ready(Err(Error::CircuitOpen {
+            retry_in: refused.retry_in(),
+            cause: refused.cause(),
+            attempts: *$this.attempts,
+            last_error: $this.last_error.take(),
+        }));
+    }};
+}
+
 mod decide;
 mod failure;
 mod fallback;
@@ -589,76 +625,27 @@ where
     /// Drives the call: attempts, waits, the retry decisions. `Pending`
     /// again once it has resolved.
     #[inline(always)]
-    fn drive(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
-        let mut this = self.project();
-        let inner: &Inner<E> = this.inner.get();
-        let s = &inner.settings;
-        let timed = s.timed;
-        let mut first_now = None;
+    fn drive(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, Error<E>>> {
+        let mut this = self.as_mut().project();
         if *this.finished {
             return Poll::Pending;
         }
-        // Set when the state is known to be `Start` (a first poll, or the
-        // state just replaced by `Start`): the round goes there without
-        // reading the state back.
-        let mut at_start = false;
-        // Polls a new or running attempt without a time limit: its success
-        // ends the call, its failure is the round's value.
-        macro_rules! poll_running {
-            ($fut:expr) => {
-                match ready!($fut.poll(cx)) {
-                    Ok(value) => match this.classify_ok.classify_ok(&value) {
-                        None => {
-                            this.breaker.record(Outcome::Success);
-                            *this.finished = true;
-                            return Poll::Ready(Ok(value));
-                        }
-                        Some(class) => Failure::Value(value, class),
-                    },
-                    Err(error) => Failure::Error(error),
-                }
-            };
-        }
-        // Ends the call at its deadline (with the last error retried, if any).
-        macro_rules! deadline_passed {
-            () => {{
-                this.state.as_mut().project_replace(State::Done);
-                return Poll::Ready(Err(Error::Timeout {
-                    attempts: *this.attempts,
-                    kind: TimeoutKind::Deadline,
-                    reason: None,
-                    last_error: this.last_error.take(),
-                }));
-            }};
-        }
-        // Ends the call refused by its breaker.
-        macro_rules! refused {
-            ($refused:expr) => {{
-                let refused = $refused;
-                tracing::debug!(attempts = *this.attempts, retry_in = ?refused.retry_in(), cause = %refused.cause(), "circuit open");
-                measure::event(s, CallEvent::Rejected);
-                this.state.as_mut().project_replace(State::Done);
-                return Poll::Ready(Err(Error::CircuitOpen {
-                    retry_in: refused.retry_in(),
-                    cause: refused.cause(),
-                    attempts: *this.attempts,
-                    last_error: this.last_error.take(),
-                }));
-            }};
-        }
-        // The failure of the attempt made by the quick first poll.
-        let mut first_failure = None;
-        if !*this.started {
+        let (first_failure, at_start) = if *this.started {
+            (None, false)
+        } else {
             *this.started = true;
+            let s = &this.inner.get().settings;
             if let Some(budget) = budget_of(s, this.breaker.get()) {
                 budget.deposit();
             }
             // The quick first poll: a policy without a time limit or
             // metrics, a call without a bulkhead or a hedge (both known from
-            // its type), and no subscriber at DEBUG (so none at TRACE
-            // either: the call has no span and the attempt no event). The
-            // first attempt is made and polled at once; what the general
-            // path would do on top is nothing for such a call.
+            // its type), and no subscriber at DEBUG (so none at TRACE either:
+            // the call has no span and the attempt no event). The first
+            // attempt is made and polled at once; what the general path would
+            // do on top is nothing for such a call. Apart from the general
+            // path, which it goes on to only when the attempt fails, so that
+            // a success touches none of it.
             if s.plain
                 && !this.bulkhead.pending()
                 && this.hedge.hedge().is_none()
@@ -671,7 +658,7 @@ where
                 match admission {
                     None => {}
                     Some(Ok(raw)) => this.breaker.hold(raw),
-                    Some(Err(refused)) => refused!(refused),
+                    Some(Err(refused)) => refused!(this, s, refused),
                 }
                 *this.attempts = 1;
                 let fut = this.op.make(Attempt {
@@ -679,13 +666,47 @@ where
                     time_left: None,
                 });
                 this.state.as_mut().project_replace(State::Running { fut });
-                if let StateProj::Running { fut } = this.state.as_mut().project() {
-                    first_failure = Some(poll_running!(fut));
+                match this.state.as_mut().project() {
+                    StateProj::Running { fut } => (Some(poll_running!(this, cx, fut)), false),
+                    // Cannot be: the general path polls the state.
+                    _ => (None, false),
                 }
-                // (Otherwise, which cannot be, the loop polls the state.)
             } else {
-                at_start = true;
+                (None, true)
             }
+        };
+        self.drive_on(cx, first_failure, at_start)
+    }
+
+    /// The general path: the set-up of a first poll that did not take the
+    /// quick one (`at_start`), then the round loop. `first_failure` is the
+    /// failure of the attempt the quick first poll made.
+    #[inline(always)]
+    fn drive_on(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut first_failure: Option<Failure<T, E>>,
+        mut at_start: bool,
+    ) -> Poll<Result<T, Error<E>>> {
+        let mut this = self.project();
+        let inner: &Inner<E> = this.inner.get();
+        let s = &inner.settings;
+        let timed = s.timed;
+        // `at_start` says the state is known to be `Start` (a first poll,
+        // or the state just replaced by `Start`): the round goes there
+        // without reading the state back.
+        let mut first_now = None;
+        // Ends the call at its deadline (with the last error retried, if any).
+        macro_rules! deadline_passed {
+            () => {{
+                this.state.as_mut().project_replace(State::Done);
+                return Poll::Ready(Err(Error::Timeout {
+                    attempts: *this.attempts,
+                    kind: TimeoutKind::Deadline,
+                    reason: None,
+                    last_error: this.last_error.take(),
+                }));
+            }};
         }
         if at_start {
             if timed {
@@ -775,7 +796,7 @@ where
                             if let Some(admission) = admission {
                                 match admission {
                                     Ok(raw) => this.breaker.hold(raw),
-                                    Err(refused) => refused!(refused),
+                                    Err(refused) => refused!(this, s, refused),
                                 }
                             }
                             *this.attempts += 1;
@@ -808,7 +829,7 @@ where
                                     // Polled at once: the state was just written, so
                                     // no dispatch on it.
                                     match this.state.as_mut().project() {
-                                        StateProj::Running { fut } => poll_running!(fut),
+                                        StateProj::Running { fut } => poll_running!(this, cx, fut),
                                         _ => continue,
                                     }
                                 }
@@ -823,7 +844,7 @@ where
                                 }
                             }
                         }
-                        StateProj::Running { fut } => poll_running!(fut),
+                        StateProj::Running { fut } => poll_running!(this, cx, fut),
                         StateProj::Timer { timer } => match timer.project() {
                             TimerProj::Timed { fut, at_deadline } => match ready!(fut.poll(cx)) {
                                 Ok(Ok(value)) => match this.classify_ok.classify_ok(&value) {
