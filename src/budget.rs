@@ -22,9 +22,10 @@
 //!
 //! # Cost on the hot path
 //!
-//! A call that succeeds at once pays one relaxed atomic increment and no clock
-//! read: calls are counted in a pending counter that is dated when the budget next
-//! reads the clock (at a retry decision, or every 64 calls). Pending calls are
+//! A call that succeeds at once pays one plain add into its thread's slot of the
+//! budget's call counter (no read-modify-write, see `calls`) and no clock read:
+//! calls are counted as pending and dated when the budget next reads the clock
+//! (at a retry decision, or every 64 calls of a thread). Pending calls are
 //! dated at the *previous* reading, so the budget can only under-count recent
 //! calls, never over-count them: its error is on the side of fewer retries.
 //!
@@ -46,12 +47,15 @@
 //! ```
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::ConfigError;
+
+mod calls;
+
+use calls::Calls;
 
 const BUCKETS: usize = 10;
 const FLUSH_EVERY: u64 = 64;
@@ -156,8 +160,8 @@ impl RetryBudget {
 pub(crate) struct BudgetState {
     config: RetryBudget,
     slot_len: Duration,
-    /// Calls counted but not yet dated.
-    pending: AtomicU64,
+    /// Calls counted; those past `Window::dated` are not yet dated.
+    calls: Calls,
     window: Mutex<Window>,
 }
 
@@ -168,6 +172,8 @@ struct Window {
     origin: Instant,
     /// The slot of the last clock reading; pending calls are dated there.
     last_slot: u64,
+    /// The calls counted (`BudgetState::calls`) already dated.
+    dated: u64,
     slots: [Slot; BUCKETS],
 }
 
@@ -183,20 +189,21 @@ impl BudgetState {
         Self {
             config,
             slot_len: config.window / BUCKETS as u32,
-            pending: AtomicU64::new(0),
+            calls: Calls::new(),
             window: Mutex::new(Window {
                 origin: Instant::now(),
                 last_slot: 0,
+                dated: 0,
                 slots: [Slot::default(); BUCKETS],
             }),
         }
     }
 
-    /// Counts a call (a first attempt). No clock read, except once every 64 calls.
+    /// Counts a call (a first attempt). No clock read, except once every 64
+    /// calls of a thread.
     #[inline]
     pub(crate) fn deposit(&self) {
-        let n = self.pending.fetch_add(1, Ordering::Relaxed);
-        if (n + 1) % FLUSH_EVERY == 0 {
+        if self.calls.add() % FLUSH_EVERY == 0 {
             self.locked(|w, now, pending| w.date(pending, now));
         }
     }
@@ -242,7 +249,11 @@ impl BudgetState {
         let elapsed = now.saturating_duration_since(w.origin);
         let slot =
             u64::try_from(elapsed.as_nanos() / self.slot_len.as_nanos().max(1)).unwrap_or(u64::MAX);
-        let pending = self.pending.swap(0, Ordering::Relaxed);
+        // The calls counted since the last reading (a later reading under
+        // the lock never sees fewer).
+        let total = self.calls.total();
+        let pending = total.wrapping_sub(w.dated);
+        w.dated = total;
         f(&mut w, slot, pending)
     }
 }
