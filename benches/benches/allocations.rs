@@ -11,9 +11,9 @@ use failsafe::futures::CircuitBreaker as _;
 use layered::{Execute, Service as _, Stack};
 use safecall::{Breaker, BreakerConfig, BreakerRegistry, Outcome, SafeCall};
 use safecall_bench::peers::{
-    Attempts, seatbelt_breaker, seatbelt_context, seatbelt_retry, tower_call,
-    tower_resilience_layer,
+    Attempts, seatbelt_breaker, seatbelt_context, seatbelt_retry, tower_resilience_layer,
 };
+use safecall_bench::tower_call;
 use safecall_bench::{Failure, OPEN, failsafe_breaker, key, op, recloser_breaker, runtime};
 
 #[global_allocator]
@@ -86,7 +86,7 @@ fn main() {
         rows.push((
             "success",
             "tower retry",
-            per_call(async |i| assert!(tower_call(&mut svc, i).await.is_ok())).await,
+            per_call(async |i| assert!(tower_call!(&mut svc, i).is_ok())).await,
         ));
         let mut svc = tower::ServiceBuilder::new()
             .layer(safecall::tower::SafeCallLayer::new(policy.clone()))
@@ -94,7 +94,7 @@ fn main() {
         rows.push((
             "success",
             "safecall tower layer",
-            per_call(async |i| assert!(tower_call(&mut svc, i).await.is_ok())).await,
+            per_call(async |i| assert!(tower_call!(&mut svc, i).is_ok())).await,
         ));
         let keyed: BreakerRegistry<u64> = BreakerRegistry::new(BreakerConfig::default());
         let mut svc = tower::ServiceBuilder::new()
@@ -103,7 +103,7 @@ fn main() {
         rows.push((
             "success",
             "safecall tower layer + breaker per key",
-            per_call(async |i| assert!(tower_call(&mut svc, i).await.is_ok())).await,
+            per_call(async |i| assert!(tower_call!(&mut svc, i).is_ok())).await,
         ));
         rows.push((
             "success",
@@ -147,7 +147,7 @@ fn main() {
         rows.push((
             "success",
             "tower retry + failsafe",
-            per_call(async |i| assert!(tower_call(&mut svc, i).await.is_ok())).await,
+            per_call(async |i| assert!(tower_call!(&mut svc, i).is_ok())).await,
         ));
         let r = &recloser;
         let mut svc =
@@ -155,7 +155,7 @@ fn main() {
         rows.push((
             "success",
             "tower retry + recloser",
-            per_call(async |i| assert!(tower_call(&mut svc, i).await.is_ok())).await,
+            per_call(async |i| assert!(tower_call!(&mut svc, i).is_ok())).await,
         ));
         let mut svc = tower::retry::Retry::new(
             Attempts(3),
@@ -164,7 +164,7 @@ fn main() {
         rows.push((
             "success",
             "tower retry + tower-resilience",
-            per_call(async |i| assert!(tower_call(&mut svc, i).await.is_ok())).await,
+            per_call(async |i| assert!(tower_call!(&mut svc, i).is_ok())).await,
         ));
         let sb = (
             seatbelt_retry(&ctx),
@@ -225,12 +225,12 @@ fn main() {
         let mut tr = tower_resilience_layer(HOUR)
             .layer_fn(tower::service_fn(|_: u64| ready(Err::<u64, _>(Failure))));
         for _ in 0..200 {
-            let _ = tower_call(&mut tr, 0).await;
+            let _ = tower_call!(&mut tr, 0);
         }
         rows.push((
             "rejection",
             "tower-resilience",
-            per_call(async |i| assert!(tower_call(&mut tr, i).await.is_err())).await,
+            per_call(async |i| assert!(tower_call!(&mut tr, i).is_err())).await,
         ));
         let sb = (
             seatbelt_breaker(&ctx, HOUR),

@@ -33,10 +33,11 @@ use layered::{Execute, Service as _, Stack};
 use safecall::{
     Backoff, Breaker, BreakerConfig, BreakerRegistry, Error, Outcome, RetryBudget, SafeCall,
 };
+use safecall_bench::cases::{fails_twice, fails_twice_send, take_fails_twice_send};
 use safecall_bench::peers::{
-    Attempts, seatbelt_breaker, seatbelt_context, seatbelt_retry, tower_call,
-    tower_resilience_layer,
+    Attempts, seatbelt_breaker, seatbelt_context, seatbelt_retry, tower_resilience_layer,
 };
+use safecall_bench::tower_call;
 use safecall_bench::{
     Failure, failsafe_breaker, key, op, recloser_breaker, runtime, safecall_configs, shuffled,
     time_batch,
@@ -54,16 +55,22 @@ fn zero_delay_policy() -> SafeCall<Failure> {
         .expect("policy")
 }
 
-/// An operation that fails twice, then succeeds: 3 attempts per call.
-fn fails_twice(counter: &AtomicU32) -> impl Future<Output = Result<u64, Failure>> + use<> {
-    let n = counter.fetch_add(1, Ordering::Relaxed);
-    async move {
-        if n % 3 < 2 {
-            Err(Failure)
-        } else {
-            Ok(u64::from(n))
-        }
-    }
+/// A zero-delay case's counter for the life of the process.
+fn leak_cell() -> &'static Cell<u32> {
+    Box::leak(Box::new(Cell::new(0)))
+}
+
+/// [`check`] for a zero-delay case's `Cell` counter.
+#[track_caller]
+fn check_cell<T: PartialEq + std::fmt::Debug>(
+    case: &str,
+    got: T,
+    want: T,
+    counter: &Cell<u32>,
+    n: u32,
+) {
+    assert_eq!(got, want, "{case}: outcome");
+    assert_eq!(counter.replace(0), n, "{case}: attempts");
 }
 
 /// The operation, counting its invocations (for validation only).
@@ -116,7 +123,7 @@ fn success_retry(c: &mut Criterion) {
             1,
         );
         let mut svc = tower::retry::Retry::new(Attempts(3), tower::service_fn(|x| counted(n, x)));
-        check("tower_retry", tower_call(&mut svc, 7).await, Ok(7), n, 1);
+        check("tower_retry", tower_call!(&mut svc, 7), Ok(7), n, 1);
         use backon::Retryable;
         let r = (|| counted(n, 7))
             .retry(backon::ExponentialBuilder::default().with_max_times(3))
@@ -166,7 +173,7 @@ fn success_retry(c: &mut Criterion) {
             rt.block_on(async {
                 let start = std::time::Instant::now();
                 for i in 0..iters {
-                    black_box(tower_call(svc, i).await.ok());
+                    black_box(tower_call!(svc, i).ok());
                 }
                 start.elapsed()
             })
@@ -235,34 +242,18 @@ fn success_breaker(c: &mut Criterion) {
             Attempts(3),
             tower::service_fn(|x| failsafe.call(counted(n, x))),
         );
-        check(
-            "failsafe",
-            tower_call(&mut svc, 7).await.ok(),
-            Some(7),
-            n,
-            1,
-        );
+        check("failsafe", tower_call!(&mut svc, 7).ok(), Some(7), n, 1);
         let mut svc = tower::retry::Retry::new(
             Attempts(3),
             tower::service_fn(|x| recloser.call(counted(n, x))),
         );
-        check(
-            "recloser",
-            tower_call(&mut svc, 7).await.ok(),
-            Some(7),
-            n,
-            1,
-        );
+        check("recloser", tower_call!(&mut svc, 7).ok(), Some(7), n, 1);
         let inner = tower::service_fn(|x| counted(n, x));
         // tower-resilience needs a 'static inner service: validate with a fresh one.
         let _ = inner;
         let mut svc =
             tower::retry::Retry::new(Attempts(3), tr_layer.layer_fn(tower::service_fn(op)));
-        assert_eq!(
-            tower_call(&mut svc, 7).await.ok(),
-            Some(7),
-            "tower-resilience"
-        );
+        assert_eq!(tower_call!(&mut svc, 7).ok(), Some(7), "tower-resilience");
         let svc = (
             seatbelt_retry(&ctx),
             seatbelt_breaker(&ctx, safecall_bench::OPEN),
@@ -293,7 +284,7 @@ fn success_breaker(c: &mut Criterion) {
             rt.block_on(async {
                 let start = std::time::Instant::now();
                 for i in 0..iters {
-                    black_box(tower_call(svc, i).await.ok());
+                    black_box(tower_call!(svc, i).ok());
                 }
                 start.elapsed()
             })
@@ -308,7 +299,7 @@ fn success_breaker(c: &mut Criterion) {
             rt.block_on(async {
                 let start = std::time::Instant::now();
                 for i in 0..iters {
-                    black_box(tower_call(svc, i).await.ok());
+                    black_box(tower_call!(svc, i).ok());
                 }
                 start.elapsed()
             })
@@ -322,7 +313,7 @@ fn success_breaker(c: &mut Criterion) {
             rt.block_on(async {
                 let start = std::time::Instant::now();
                 for i in 0..iters {
-                    black_box(tower_call(svc, i).await.ok());
+                    black_box(tower_call!(svc, i).ok());
                 }
                 start.elapsed()
             })
@@ -470,7 +461,7 @@ fn registry_case(c: &mut Criterion, name: &str, keys: usize) {
                     };
                     let mut svc =
                         tower::retry::Retry::new(Attempts(3), tower::service_fn(|x| r.call(op(x))));
-                    black_box(tower_call(&mut svc, i).await.ok());
+                    black_box(tower_call!(&mut svc, i).ok());
                 }
             })
         })
@@ -487,7 +478,7 @@ fn registry_case(c: &mut Criterion, name: &str, keys: usize) {
                     };
                     let mut svc =
                         tower::retry::Retry::new(Attempts(3), tower::service_fn(|x| f.call(op(x))));
-                    black_box(tower_call(&mut svc, i).await.ok());
+                    black_box(tower_call!(&mut svc, i).ok());
                 }
             })
         })
@@ -532,7 +523,7 @@ fn open_rejection(c: &mut Criterion) {
         for _ in 0..200 {
             let _ = failsafe.call(always_fails(n)).await;
             let _ = recloser.call(always_fails(n)).await;
-            let _ = tower_call(&mut tr_svc, 0).await;
+            let _ = tower_call!(&mut tr_svc, 0);
             let _ = seatbelt_svc.execute(0).await;
         }
         n.store(0, Ordering::Relaxed);
@@ -551,7 +542,7 @@ fn open_rejection(c: &mut Criterion) {
         let r = recloser.call(counted(n, 7)).await;
         assert!(matches!(r, Err(recloser::Error::Rejected)), "recloser");
         check("recloser", (), (), n, 0);
-        let r = tower_call(&mut tr_svc, 7).await;
+        let r = tower_call!(&mut tr_svc, 7);
         assert!(
             matches!(
                 r,
@@ -601,7 +592,7 @@ fn open_rejection(c: &mut Criterion) {
             rt.block_on(async {
                 let start = std::time::Instant::now();
                 for i in 0..iters {
-                    black_box(tower_call(svc, i).await.is_err());
+                    black_box(tower_call!(svc, i).is_err());
                 }
                 start.elapsed()
             })
@@ -621,7 +612,7 @@ fn open_rejection(c: &mut Criterion) {
 fn three_attempts_zero_delay(c: &mut Criterion) {
     let rt = runtime();
     let policy = zero_delay_policy();
-    let n: &'static AtomicU32 = leak();
+    let n: &'static Cell<u32> = leak_cell();
     let ctx = rt.block_on(async { seatbelt_context() });
     let seatbelt_layer = || {
         seatbelt_retry(&ctx)
@@ -630,7 +621,7 @@ fn three_attempts_zero_delay(c: &mut Criterion) {
             .use_jitter(false)
     };
     rt.block_on(async {
-        check(
+        check_cell(
             "safecall",
             policy.call(|| fails_twice(n)).await.ok(),
             Some(2),
@@ -639,12 +630,12 @@ fn three_attempts_zero_delay(c: &mut Criterion) {
         );
         let mut svc =
             tower::retry::Retry::new(Attempts(3), tower::service_fn(|_: u64| fails_twice(n)));
-        check("tower_retry", tower_call(&mut svc, 0).await, Ok(2), n, 3);
+        check_cell("tower_retry", tower_call!(&mut svc, 0), Ok(2), n, 3);
         use backon::Retryable;
         let b = backon::ConstantBuilder::default()
             .with_delay(Duration::ZERO)
             .with_max_times(3);
-        check("backon", (|| fails_twice(n)).retry(b).await, Ok(2), n, 3);
+        check_cell("backon", (|| fails_twice(n)).retry(b).await, Ok(2), n, 3);
         let strategy = tokio_retry2::strategy::FixedInterval::from_millis(0).take(3);
         let r = tokio_retry2::Retry::spawn(strategy, || async {
             fails_twice(n)
@@ -652,14 +643,15 @@ fn three_attempts_zero_delay(c: &mut Criterion) {
                 .map_err(tokio_retry2::RetryError::transient)
         })
         .await;
-        check("tokio_retry2", r, Ok(2), n, 3);
-        let svc = (seatbelt_layer(), Execute::new(move |_: u64| fails_twice(n))).into_service();
-        check("seatbelt", svc.execute(0).await, Ok(2), n, 3);
+        check_cell("tokio_retry2", r, Ok(2), n, 3);
+        let svc = (seatbelt_layer(), Execute::new(|_: u64| fails_twice_send())).into_service();
+        assert_eq!(svc.execute(0).await, Ok(2), "seatbelt: outcome");
+        assert_eq!(take_fails_twice_send(), 3, "seatbelt: attempts");
     });
 
     let mut g = group(c, "three_attempts_zero_delay");
     g.bench_function("safecall", |b| {
-        let counter = AtomicU32::new(0);
+        let counter = Cell::new(0);
         b.iter_custom(|iters| {
             let (p, counter) = (black_box(&policy), &counter);
             time_batch(&rt, iters, |_| async move {
@@ -668,7 +660,7 @@ fn three_attempts_zero_delay(c: &mut Criterion) {
         })
     });
     g.bench_function("tower_retry", |b| {
-        let counter = AtomicU32::new(0);
+        let counter = Cell::new(0);
         b.iter_custom(|iters| {
             let counter = &counter;
             let mut svc = tower::retry::Retry::new(
@@ -678,19 +670,14 @@ fn three_attempts_zero_delay(c: &mut Criterion) {
             rt.block_on(async {
                 let start = std::time::Instant::now();
                 for i in 0..iters {
-                    black_box(tower_call(&mut svc, i).await.ok());
+                    black_box(tower_call!(&mut svc, i).ok());
                 }
                 start.elapsed()
             })
         })
     });
     g.bench_function("seatbelt", |b| {
-        let counter: &'static AtomicU32 = leak();
-        let svc = (
-            seatbelt_layer(),
-            Execute::new(move |_: u64| fails_twice(counter)),
-        )
-            .into_service();
+        let svc = (seatbelt_layer(), Execute::new(|_: u64| fails_twice_send())).into_service();
         b.iter_custom(|iters| {
             let svc = &svc;
             time_batch(&rt, iters, |i| async move {
@@ -705,7 +692,7 @@ fn three_attempts_zero_delay(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(3));
     g.bench_function("backon", |b| {
         use backon::Retryable;
-        let counter = AtomicU32::new(0);
+        let counter = Cell::new(0);
         b.iter_custom(|iters| {
             let counter = &counter;
             time_batch(&rt, iters, |_| async move {
@@ -721,7 +708,7 @@ fn three_attempts_zero_delay(c: &mut Criterion) {
         })
     });
     g.bench_function("tokio_retry2", |b| {
-        let counter = AtomicU32::new(0);
+        let counter = Cell::new(0);
         b.iter_custom(|iters| {
             let counter = &counter;
             time_batch(&rt, iters, |_| async move {

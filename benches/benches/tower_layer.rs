@@ -31,7 +31,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use safecall::tower::SafeCallLayer;
 use safecall::{BreakerConfig, BreakerRegistry, Outcome, SafeCall};
-use safecall_bench::peers::{Attempts, tower_call, tower_resilience_layer};
+use safecall_bench::peers::{Attempts, tower_resilience_layer};
+use safecall_bench::tower_call;
 use safecall_bench::{Failure, no_budget_policy, op, runtime};
 use tower::{Service, ServiceBuilder};
 
@@ -40,7 +41,7 @@ fn batch<S: Service<u64>>(rt: &tokio::runtime::Runtime, svc: &mut S, iters: u64)
     rt.block_on(async {
         let start = std::time::Instant::now();
         for i in 0..iters {
-            black_box(tower_call(svc, i).await.ok());
+            black_box(tower_call!(svc, i).ok());
         }
         start.elapsed()
     })
@@ -123,7 +124,7 @@ fn rejection_stack(c: &mut Criterion) {
             .layer(SafeCallLayer::new(policy.clone()).breakers(registry, |_: &u64| 7))
             .service(tower::service_fn(op));
         rt.block_on(async {
-            let r = tower_call(&mut svc, 1).await;
+            let r = tower_call!(&mut svc, 1);
             assert!(
                 matches!(r, Err(safecall::Error::CircuitOpen { attempts: 0, .. })),
                 "the layer must refuse"
@@ -139,7 +140,7 @@ fn rejection_stack(c: &mut Criterion) {
         rt.block_on(async {
             // Trip it: tower-resilience counts the last 100 calls.
             for _ in 0..200 {
-                let _ = tower_call(&mut svc, 0).await;
+                let _ = tower_call!(&mut svc, 0);
             }
             assert!(svc.is_open(), "tower-resilience must be open");
         });

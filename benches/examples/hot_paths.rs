@@ -30,25 +30,15 @@
 //! 2N, so they cancel out of the difference).
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use safecall::tower::SafeCallLayer;
 use safecall::{Backoff, Breaker, BreakerConfig, BreakerRegistry, Outcome, RetryBudget, SafeCall};
-use safecall_bench::peers::{Attempts, tower_call};
+use safecall_bench::cases::fails_twice;
+use safecall_bench::peers::Attempts;
+use safecall_bench::tower_call;
 use safecall_bench::{Failure, op, runtime, safecall_configs};
 use tower::ServiceBuilder;
-
-fn fails_twice(counter: &AtomicU32) -> impl Future<Output = Result<u64, Failure>> + use<> {
-    let n = counter.fetch_add(1, Ordering::Relaxed);
-    async move {
-        if n % 3 < 2 {
-            Err(Failure)
-        } else {
-            Ok(u64::from(n))
-        }
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -86,7 +76,7 @@ fn main() {
             p.record(Outcome::Failure);
         }
     }
-    let counter = AtomicU32::new(0);
+    let counter = std::cell::Cell::new(0u32);
     rt.block_on(async {
         match case {
             "bare" => {
@@ -107,13 +97,13 @@ fn main() {
             "tower_retry" => {
                 let mut svc = tower::retry::Retry::new(Attempts(3), tower::service_fn(op));
                 for i in 0..n {
-                    black_box(tower_call(&mut svc, i).await.ok());
+                    black_box(tower_call!(&mut svc, i).ok());
                 }
             }
             "bare_service" => {
                 let mut svc = tower::service_fn(op);
                 for i in 0..n {
-                    black_box(tower_call(&mut svc, i).await.ok());
+                    black_box(tower_call!(&mut svc, i).ok());
                 }
             }
             "tower_layer" => {
@@ -121,7 +111,7 @@ fn main() {
                     .layer(SafeCallLayer::new(policy.clone()))
                     .service(tower::service_fn(op));
                 for i in 0..n {
-                    black_box(tower_call(&mut svc, i).await.ok());
+                    black_box(tower_call!(&mut svc, i).ok());
                 }
             }
             "tower_layer_no_budget" => {
@@ -129,7 +119,7 @@ fn main() {
                     .layer(SafeCallLayer::new(no_budget.clone()))
                     .service(tower::service_fn(op));
                 for i in 0..n {
-                    black_box(tower_call(&mut svc, i).await.ok());
+                    black_box(tower_call!(&mut svc, i).ok());
                 }
             }
             "tower_layer_breaker" => {
@@ -139,7 +129,7 @@ fn main() {
                     .layer(SafeCallLayer::new(policy.clone()).breakers(registry, |_: &u64| 7))
                     .service(tower::service_fn(op));
                 for i in 0..n {
-                    black_box(tower_call(&mut svc, i).await.ok());
+                    black_box(tower_call!(&mut svc, i).ok());
                 }
             }
             "registry_breaker_default" => {
@@ -274,7 +264,7 @@ fn main() {
                     tower::service_fn(|_: u64| fails_twice(&counter)),
                 );
                 for i in 0..n {
-                    black_box(tower_call(&mut svc, i).await.ok());
+                    black_box(tower_call!(&mut svc, i).ok());
                 }
             }
             other => panic!("unknown case {other}"),
