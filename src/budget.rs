@@ -23,7 +23,7 @@
 //! # Cost on the hot path
 //!
 //! A call that succeeds at once pays one plain add into its thread's slot of the
-//! budget's call counter (no read-modify-write, see `calls`) and no clock read:
+//! budget's call counter (no read-modify-write, see the crate's `calls` module) and no clock read:
 //! calls are counted as pending and dated when the budget next reads the clock
 //! (at a retry decision, or every 64 calls of a thread). Pending calls are
 //! dated at the *previous* reading, so the budget can only under-count recent
@@ -53,9 +53,7 @@ use tokio::time::Instant;
 
 use crate::ConfigError;
 
-mod calls;
-
-use calls::Calls;
+use crate::calls::Calls;
 
 const BUCKETS: usize = 10;
 const FLUSH_EVERY: u64 = 64;
@@ -161,7 +159,7 @@ pub(crate) struct BudgetState {
     config: RetryBudget,
     slot_len: Duration,
     /// Calls counted; those past `Window::dated` are not yet dated.
-    calls: Calls,
+    calls: Calls<16>,
     window: Mutex<Window>,
 }
 

@@ -127,6 +127,7 @@ pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
 mod call;
+mod calls;
 pub mod classify;
 mod error;
 pub mod fleet;

@@ -10,8 +10,10 @@
 //!
 //! A success does not read the clock while the window holds no failure: the
 //! failure rate is then zero wherever the success lands, so it is only counted
-//! as *pending*. Pending successes are dated at the next clock reading (every
-//! 16th success, any failure, any look at the statistics), spread evenly over
+//! as *pending*, in its thread's slot of a per-thread count (the crate's
+//! `calls` module: no read-modify-write). Pending successes are dated at the
+//! next clock reading (every 16th success of a thread, any failure, any look
+//! at the statistics), spread evenly over
 //! the time since the previous reading; the part of that time that has left the
 //! window is dropped. Once the window may hold a failure, every outcome reads
 //! the clock and lands in its exact bucket, so the trip decision is made on
@@ -49,6 +51,7 @@
 //! ```
 
 use crate::breaker::config::RateRule;
+use crate::calls::Calls;
 use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering, lock};
 
 const FIELD_BITS: u32 = 20;
@@ -161,8 +164,12 @@ impl Window {
     }
 }
 
-/// Successes between two clock readings while the window holds no failure.
+/// Successes of a thread between two clock readings while the window holds
+/// no failure.
 const READ_EVERY: u64 = 16;
+
+/// Slots of the pending successes' count: one cache line.
+const SUCCESS_SLOTS: usize = 8;
 
 /// Time-bucketed counts, see the module docs.
 #[derive(Debug)]
@@ -174,8 +181,11 @@ pub(crate) struct TimeWindow {
     hold: u64,
     /// 1 + the time of the latest recorded failure (0: none since cleared).
     last_failure: AtomicU64,
-    /// Successes counted but not yet dated.
-    pending: AtomicU64,
+    /// Successes counted; those past `dated` are pending.
+    successes: Calls<SUCCESS_SLOTS>,
+    /// How many of `successes` have been dated (or dropped by a clear): the
+    /// highest total a flush has taken.
+    dated: AtomicU64,
     /// 1 + the time of the latest clock reading (0: none since cleared).
     last_read: AtomicU64,
 }
@@ -205,7 +215,8 @@ impl TimeWindow {
             // reads.
             hold: width.saturating_mul(u64::from(buckets) + 1),
             last_failure: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
+            successes: Calls::new(),
+            dated: AtomicU64::new(0),
             last_read: AtomicU64::new(0),
         }
     }
@@ -216,8 +227,7 @@ impl TimeWindow {
     /// reading).
     #[inline]
     pub(crate) fn defer_success(&self) -> bool {
-        let n = self.pending.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % READ_EVERY == 0 {
+        if self.successes.add() % READ_EVERY == 0 {
             return true;
         }
         let read = self.last_read.load(Ordering::Relaxed);
@@ -230,7 +240,9 @@ impl TimeWindow {
         let previous = self
             .last_read
             .fetch_max(at.saturating_add(1), Ordering::Relaxed);
-        let pending = self.pending.swap(0, Ordering::Relaxed);
+        // Take what no other flush has: each success is dated once.
+        let total = self.successes.total();
+        let pending = total.saturating_sub(self.dated.fetch_max(total, Ordering::Relaxed));
         if pending == 0 {
             return;
         }
@@ -353,7 +365,8 @@ impl TimeWindow {
         self.last_failure.store(0, Ordering::Relaxed);
         // Successes pending now came before the clear; `last_read` stays, as
         // the lower bound of the ones to come.
-        self.pending.store(0, Ordering::Relaxed);
+        self.dated
+            .fetch_max(self.successes.total(), Ordering::Relaxed);
     }
 }
 

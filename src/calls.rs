@@ -1,24 +1,25 @@
-//! The budget's count of calls, without a read-modify-write per call.
+//! A count of events written by many threads, without a read-modify-write
+//! per event: the retry budget's calls and a time window's pending
+//! successes, both counted on the hot path of every call.
 //!
-//! Every call of a policy deposits into its budget, so the deposit is on the
-//! hot path of every call; an atomic increment there (a locked instruction)
-//! costs more than the rest of a successful call. Instead, each thread that
+//! An atomic increment there (a locked instruction) costs more than the rest
+//! of a successful call. Instead, each thread that
 //! deposits owns one *slot* of the counter, given out from a process-wide
 //! pool the first time the thread deposits and returned when it ends. Only
 //! the owner writes its slot, so it adds with a plain load and store; a
 //! slot only ever grows. Threads beyond the slots share one counter, with
 //! `fetch_add` as before.
 //!
-//! The budget reads the sum of the slots under its lock and dates what was
-//! added since its last reading: a call is never lost (its slot keeps it) and
-//! never counted twice (the reader writes nothing into the slots; it keeps
-//! the total it has dated). A slot handed to a new thread is taken over with
+//! A reader sums the slots and takes what was added since the last reading
+//! (the budget under its lock; a time window with a `fetch_max` of the total
+//! it has dated): an event is never lost (its slot keeps it) and never taken
+//! twice (readers write nothing into the slots). A slot handed to a new thread is taken over with
 //! the value the old one left: the pool's lock orders the old thread's last
 //! store before the new thread's first load.
 //!
 //! # Examples
 //!
-//! The counter is internal; the budget it counts for is public:
+//! The counter is internal; the budget it counts calls for is public:
 //!
 //! ```
 //! use safecall::SafeCall;
@@ -34,18 +35,20 @@
 
 use crate::sync::{AtomicU64, Ordering};
 
-/// Slots per counter: the first 16 threads that deposit own one; later
-/// threads (while those 16 live) share [`Calls::shared`].
+/// The most slots a counter can have: thread slot indexes run below it.
+/// The first threads that count own one; later threads (while those live),
+/// and threads past a counter's own `N`, share its `shared` counter.
 const SLOTS: usize = 16;
 
-/// A count of calls written by many threads, see the module docs.
+/// A count written by many threads, with `N` (at most 16) slots, see the
+/// module docs.
 #[derive(Debug)]
-pub(crate) struct Calls {
-    slots: [AtomicU64; SLOTS],
+pub(crate) struct Calls<const N: usize> {
+    slots: [AtomicU64; N],
     shared: AtomicU64,
 }
 
-impl Calls {
+impl<const N: usize> Calls<N> {
     pub(crate) fn new() -> Self {
         Self {
             slots: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -53,8 +56,8 @@ impl Calls {
         }
     }
 
-    /// Counts one call. Returns the count of the slot it went into, so that
-    /// the caller can act on every n-th call of a thread.
+    /// Counts one event. Returns the count of the slot it went into, so that
+    /// the caller can act on every n-th event of a thread.
     #[inline]
     pub(crate) fn add(&self) -> u64 {
         match thread_slot().and_then(|i| self.slots.get(i)) {
@@ -68,9 +71,9 @@ impl Calls {
         }
     }
 
-    /// Every call counted so far (as far as this thread sees the slots).
-    /// Read under the budget's lock, two readings are ordered, and the
-    /// later one never sees a slot smaller than the earlier one did.
+    /// Every event counted so far, as far as this thread sees the slots (a
+    /// slot never shrinks: a later reading ordered after an earlier one
+    /// never sees less).
     pub(crate) fn total(&self) -> u64 {
         self.slots
             .iter()
@@ -152,7 +155,7 @@ mod tests {
 
     #[test]
     fn one_thread_counts_every_call() {
-        let c = Calls::new();
+        let c = Calls::<16>::new();
         for k in 1..=100 {
             assert_eq!(c.add(), k);
         }
@@ -161,7 +164,7 @@ mod tests {
 
     #[test]
     fn threads_past_the_slots_and_threads_that_come_and_go_lose_no_call() {
-        let c = Arc::new(Calls::new());
+        let c = Arc::new(Calls::<16>::new());
         // More threads at once than slots: some share the counter.
         let threads: Vec<_> = (0..SLOTS + 8)
             .map(|_| {
