@@ -97,7 +97,7 @@ impl Breaker {
 
     /// Record `outcome` on a raw permit of this breaker, or release it
     /// (`None`: dropped without a record).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn finish_raw(&self, raw: RawPermit, outcome: Option<Outcome>) {
         if let (Some(Outcome::Success), Kind::Plain { generation }, None) =
             (outcome, raw.kind, raw.started)
