@@ -289,9 +289,10 @@ pin_project! {
         Hedged,
         // Resolved.
         Done,
-        // Every state that holds a timer, behind one variant: the state's
-        // drop tests one tag and is small enough to inline, and a call that
-        // never armed a timer never calls the timer's drop.
+        // Every state that holds a timer, behind one variant: replacing the
+        // state tests one tag for what to drop (no jump table over seven
+        // variants), and a call that never armed a timer never runs the
+        // timer's drop.
         Timer { #[pin] timer: Timer<Fut> },
     }
 }
