@@ -433,4 +433,31 @@ mod tests {
         assert_eq!(r.map_err(|e| e.field()), Err("retry_budget.window"));
         assert!(RetryBudget::disabled().ratio(f64::NAN).validate().is_ok());
     }
+
+    #[test]
+    fn calls_counted_on_many_threads_are_all_in_the_budget() {
+        // More threads than the call count has slots, so some share its
+        // counter; each thread's slot is summed by the withdrawing thread.
+        // A window of an hour: the wall clock cannot move the calls out.
+        let b = std::sync::Arc::new(BudgetState::new(
+            RetryBudget::default()
+                .window(Duration::from_secs(3_600))
+                .min_per_second(0),
+        ));
+        let threads: Vec<_> = (0..24)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1_000 {
+                        b.deposit();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // 20 % of 24,000 calls, exactly.
+        assert_eq!((0..10_000).filter(|_| b.try_withdraw()).count(), 4_800);
+    }
 }
