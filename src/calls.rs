@@ -63,11 +63,11 @@ impl<const N: usize> Calls<N> {
         match thread_slot().and_then(|i| self.slots.get(i)) {
             Some(slot) => {
                 // Only this thread writes this slot: no lost update.
-                let n = slot.load(Ordering::Relaxed) + 1;
+                let n = slot.load(Ordering::Relaxed).wrapping_add(1);
                 slot.store(n, Ordering::Relaxed);
                 n
             }
-            None => self.shared.fetch_add(1, Ordering::Relaxed) + 1,
+            None => self.shared.fetch_add(1, Ordering::Relaxed).wrapping_add(1),
         }
     }
 
